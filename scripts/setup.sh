@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One idempotent set-up step shared by the README commands and CI.
+#
+# Installs, on a Debian 12 machine as root:
+#   - GStreamer 1.22 development files and plugins (Debian packages),
+#   - libtorch 2.11.0 (the pair of tch 0.24) from the PyPI `torch` wheel,
+#   - the ONNX Runtime shared library from the PyPI `onnxruntime` wheel,
+# into a cache outside the checkout, then links them under `.deps/` where
+# `.cargo/config.toml` finds them. Nothing has to be exported by the user.
+#
+# Source it (`. scripts/setup.sh`) to also get CARGO_TARGET_DIR and friends.
+set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore
+
+SLOWFAST_CACHE="${SLOWFAST_CACHE:-$HOME/.cache/slowfast}"
+TORCH_VERSION=2.11.0          # must match tch 0.24 (see ARCHITECTURE.md)
+ORT_VERSION=1.32.0            # loaded at run time by `ort` (load-dynamic)
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+mkdir -p "$SLOWFAST_CACHE"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- Debian packages -------------------------------------------------------
+debs=(pkg-config python3 python3-pip python3-venv ca-certificates
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Rust toolchain ---------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || {
+    log "cargo not found: install Rust with rustup (https://rustup.rs), then rerun"; exit 1; }
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+# --- wheels from PyPI, unpacked with pip --target (no Python import needed) --
+pip_target() { # dir, requirement...
+  local dir="$1"; shift
+  if [ ! -f "$dir/.complete" ]; then
+    log "installing $* into $dir"
+    rm -rf "$dir"
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+      --target "$dir" "$@"
+    touch "$dir/.complete"
+  fi
+}
+
+LIBTORCH_ROOT="$SLOWFAST_CACHE/libtorch-$TORCH_VERSION"
+# The CUDA runtime and CUPTI libraries are the only libraries libtorch_cpu
+# needs beyond the wheel itself; the rest of CUDA is not needed on CPU.
+pip_target "$LIBTORCH_ROOT" "torch==$TORCH_VERSION" \
+  nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+
+ORT_ROOT="$SLOWFAST_CACHE/onnxruntime-$ORT_VERSION"
+pip_target "$ORT_ROOT" "onnxruntime==$ORT_VERSION"
+
+# --- stable paths for cargo (see .cargo/config.toml) ------------------------
+mkdir -p "$repo/.deps"
+ln -sfn "$LIBTORCH_ROOT/torch" "$repo/.deps/libtorch"
+ort_lib="$(ls "$ORT_ROOT"/onnxruntime/capi/libonnxruntime.so* | head -n1)"
+ln -sfn "$ort_lib" "$repo/.deps/libonnxruntime.so"
+
+export SLOWFAST_CACHE
+export LIBTORCH="$repo/.deps/libtorch"
+export ORT_DYLIB_PATH="$repo/.deps/libonnxruntime.so"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SLOWFAST_CACHE/target}"
+log "libtorch: $(readlink -f "$LIBTORCH")"
+log "onnxruntime: $(readlink -f "$ORT_DYLIB_PATH")"

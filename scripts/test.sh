@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, set-up included.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$repo/scripts/setup.sh"
+cd "$repo"
+# A registry of our own: never reuse (or write) the user's plugin cache.
+export GST_REGISTRY="${GST_REGISTRY:-$SLOWFAST_CACHE/gst-registry.bin}"
+cargo test --workspace --no-fail-fast "$@"

@@ -1,0 +1,6 @@
+//! SlowFast video recognition in libtorch: the network, its weights and its
+//! compute, shared by the `trainer` command.
+
+pub mod clip;
+pub mod model;
+pub mod weights;

@@ -1,0 +1,105 @@
+//! Weights as safetensors files with PySlowFast's tensor names, BN running
+//! statistics included. Loading is strict: every missing, unexpected or
+//! mis-shaped tensor is named, so a checkpoint never half-loads silently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use tch::{Kind, Tensor, nn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{path}: cannot read safetensors: {why}")]
+    Read { path: PathBuf, why: String },
+    #[error("{path}: cannot write safetensors: {why}")]
+    Write { path: PathBuf, why: String },
+    #[error("{path}: weights do not match the model:\n{}", problems.join("\n"))]
+    Mismatch { path: PathBuf, problems: Vec<String> },
+}
+
+/// What a checkpoint may leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadMode {
+    /// Every tensor of the model must be in the file with its shape, and
+    /// nothing else may be.
+    #[default]
+    Strict,
+    /// Fine-tuning: `head.projection.*` may be missing or of another class
+    /// count; the model keeps its freshly initialised head.
+    NewHead,
+}
+
+const HEAD_PREFIX: &str = "head.projection.";
+
+/// Writes every variable of `vs` (parameters and buffers), in name order.
+pub fn save(vs: &nn::VarStore, path: &Path) -> Result<(), WeightsError> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let named: Vec<(&str, Tensor)> =
+        vars.iter().map(|(k, v)| (k.as_str(), v.detach().to_device(tch::Device::Cpu).contiguous())).collect();
+    Tensor::write_safetensors(&named, path)
+        .map_err(|e| WeightsError::Write { path: path.to_path_buf(), why: e.to_string() })
+}
+
+/// Reads every tensor of a safetensors file.
+pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError> {
+    if !path.is_file() {
+        return Err(WeightsError::Read { path: path.to_path_buf(), why: "no such file".to_string() });
+    }
+    let tensors = Tensor::read_safetensors(path)
+        .map_err(|e| WeightsError::Read { path: path.to_path_buf(), why: e.to_string() })?;
+    Ok(tensors.into_iter().collect())
+}
+
+/// Copies the tensors of `path` into `vs`, checking names and shapes first:
+/// on any mismatch nothing is copied and each problem is listed.
+pub fn load(vs: &mut nn::VarStore, path: &Path, mode: LoadMode) -> Result<(), WeightsError> {
+    let file = read(path)?;
+    let model: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let tolerated = |name: &str| mode == LoadMode::NewHead && name.starts_with(HEAD_PREFIX);
+
+    let mut problems = Vec::new();
+    let model_names: BTreeSet<&String> = model.keys().collect();
+    let file_names: BTreeSet<&String> = file.keys().collect();
+    for name in model_names.difference(&file_names) {
+        if !tolerated(name) {
+            problems.push(format!("  missing: {name} {:?}", model[*name].size()));
+        }
+    }
+    for name in file_names.difference(&model_names) {
+        if !tolerated(name) {
+            problems.push(format!("  unexpected: {name} {:?}", file[*name].size()));
+        }
+    }
+    let mut copies = Vec::new();
+    for (name, dst) in &model {
+        let Some(src) = file.get(name) else { continue };
+        if src.size() != dst.size() {
+            if !tolerated(name) {
+                problems.push(format!("  shape of {name}: file has {:?}, model wants {:?}", src.size(), dst.size()));
+            }
+            continue;
+        }
+        if !is_numeric(src.kind()) {
+            problems.push(format!("  dtype of {name}: {:?} is not a number type", src.kind()));
+            continue;
+        }
+        copies.push((dst, src));
+    }
+    if !problems.is_empty() {
+        return Err(WeightsError::Mismatch { path: path.to_path_buf(), problems });
+    }
+    tch::no_grad(|| {
+        for (dst, src) in copies {
+            let mut dst = dst.shallow_clone();
+            dst.copy_(&src.to_kind(dst.kind()).to_device(dst.device()));
+        }
+    });
+    Ok(())
+}
+
+fn is_numeric(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16 | Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8
+    )
+}
