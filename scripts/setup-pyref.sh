@@ -6,12 +6,11 @@
 #   bash scripts/setup-pyref.sh
 #
 # Venv location: ${SLOWFAST_CACHE:-$HOME/.cache/slowfast}/pyref
-# Installs from PyPI only (respects PIP_INDEX_URL if you point it at a PyPI
-# mirror): the full torch==2.11.0 wheel (with its CUDA dependency wheels,
+# Installs from PyPI only (pip's own index settings apply): the full torch==2.11.0 wheel (with its CUDA dependency wheels,
 # ~2.7 GB), torchvision==0.26.0, pytorchvideo==0.1.5, safetensors, numpy,
 # fvcore. pytorchvideo 0.1.5 imports torchvision.transforms.functional_tensor,
-# which current torchvision removed; it is patched to
-# torchvision.transforms.functional inside the venv.
+# which current torchvision renamed; it is patched to
+# torchvision.transforms._functional_tensor inside the venv.
 #
 # Idempotent: a marker file in the venv records the installed spec; a second
 # run with the same spec only prints the interpreter path.
@@ -28,8 +27,10 @@ PKGS=(
   "safetensors"
   "numpy"
   "fvcore"
+  "onnx"
+  "onnxruntime==1.32.0"
 )
-SPEC="v1 ${PKGS[*]}"
+SPEC="v3 ${PKGS[*]}"
 
 if [[ -x "$PY" && -f "$MARKER" && "$(cat "$MARKER")" == "$SPEC" ]]; then
   echo "pyref: already set up"
@@ -52,7 +53,7 @@ if [[ ! -x "$PY" ]]; then
   python3 -m venv "$VENV"
 fi
 
-PIP_ARGS=(--index-url "${PIP_INDEX_URL:-https://pypi.org/simple}")
+PIP_ARGS=(--disable-pip-version-check)
 # Reuse wheels previously downloaded from PyPI into the cache, if any.
 if [[ -d "$CACHE/wheels" ]]; then
   PIP_ARGS+=(--find-links "$CACHE/wheels")
@@ -66,7 +67,7 @@ SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 mapfile -t NEED_FIX < <(grep -rl --include='*.py' 'torchvision\.transforms\.functional_tensor' "$SITE/pytorchvideo" || true)
 for f in "${NEED_FIX[@]}"; do
   echo "pyref: patching $f"
-  sed -i 's/torchvision\.transforms\.functional_tensor/torchvision.transforms.functional/g' "$f"
+  sed -i 's/torchvision\.transforms\.functional_tensor/torchvision.transforms._functional_tensor/g' "$f"
   find "$(dirname "$f")/__pycache__" -name "$(basename "$f" .py).*.pyc" -delete 2>/dev/null || true
 done
 

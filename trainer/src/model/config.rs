@@ -99,6 +99,15 @@ impl Preset {
         }
     }
 
+    /// The name used on the command line and in exported models' metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::SlowFast4x16R50 => "slowfast_4x16_r50",
+            Preset::SlowFast8x8R50 => "slowfast_8x8_r50",
+            Preset::SlowFast8x8R101 => "slowfast_8x8_r101",
+        }
+    }
+
     /// Frames of the slow pathway for the 32-frame fast clip of the recipe.
     pub fn slow_frames(self) -> i64 {
         32 / self.config().alpha
