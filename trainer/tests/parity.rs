@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor, nn};
-use trainer::model::{EvalOutput, ModelConfig, Preset, SlowFast};
+use trainer::model::{EvalOutput, HeadPool, ModelConfig, Preset, SlowFast};
 use trainer::weights::{self, LoadMode};
 
 #[derive(Deserialize)]
@@ -31,8 +31,16 @@ struct Fixture {
     io: std::collections::BTreeMap<String, Tensor>,
 }
 
+fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
 fn fixture(name: &str) -> Fixture {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    fixture_with(name, HeadPool::Global)
+}
+
+fn fixture_with(name: &str, head_pool: HeadPool) -> Fixture {
+    let dir = fixtures_dir();
     let text = std::fs::read_to_string(dir.join(format!("{name}_config.json"))).unwrap();
     let f: FixtureConfig = serde_json::from_str(&text).unwrap();
     let config = ModelConfig {
@@ -44,6 +52,7 @@ fn fixture(name: &str) -> Fixture {
         fusion_conv_channel_ratio: f.fusion_conv_channel_ratio,
         num_classes: f.num_classes,
         dropout: f.dropout,
+        head_pool,
         ..Preset::SlowFast8x8R50.config()
     };
     let mut vs = nn::VarStore::new(Device::Cpu);
@@ -111,6 +120,32 @@ fn train_loss_and_gradients_match_reference_8x8() {
 #[test]
 fn train_loss_and_gradients_match_reference_4x16() {
     check_train("tiny_4x16");
+}
+
+/// PySlowFast's fixed head pool kernels on a map larger than them (testing
+/// at a crop larger than the training crop): softmax per position, then the
+/// average, which differs from softmax of the averaged features.
+#[test]
+fn fixed_head_pool_kernels_match_reference() {
+    let expected = weights::read(&fixtures_dir().join("tiny_8x8_kernel_head.safetensors")).unwrap();
+    let kernel = |key: &str| -> [i64; 3] {
+        let v: Vec<i64> = Vec::try_from(&expected[key]).unwrap();
+        v.try_into().unwrap()
+    };
+    let pool = HeadPool::Kernel { slow: kernel("head_pool_slow"), fast: kernel("head_pool_fast") };
+    let mut f = fixture_with("tiny_8x8", pool);
+    let (slow, fast) = (&f.io["slow"], &f.io["fast"]);
+    let probs = tch::no_grad(|| f.model.forward_t(slow, fast, false)).unwrap();
+    let d = max_abs(&probs, &expected["eval_probs"]);
+    assert!(d < 1e-4, "probabilities differ by {d:e}");
+    f.model.eval_output = EvalOutput::Logits;
+    let logits = tch::no_grad(|| f.model.forward_t(slow, fast, false)).unwrap();
+    let d = max_abs(&logits, &expected["eval_logits"]);
+    assert!(d < 1e-4, "logits differ by {d:e}");
+    // The per-position softmax is not the global one.
+    let global = fixture("tiny_8x8");
+    let global_probs = tch::no_grad(|| global.model.forward_t(slow, fast, false)).unwrap();
+    assert!(max_abs(&probs, &global_probs) > 1e-3);
 }
 
 #[test]
