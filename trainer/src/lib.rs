@@ -2,5 +2,7 @@
 //! compute, shared by the `trainer` command.
 
 pub mod clip;
+pub mod export;
+pub mod labels;
 pub mod model;
 pub mod weights;

@@ -3,6 +3,7 @@
 mod bench;
 #[cfg(feature = "video")]
 mod demo;
+mod export;
 mod info;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Command {
     Demo(demo::Args),
     /// Eval-mode forward latency on CPU, beside PyTorch eager in the same run.
     Bench(bench::Args),
+    /// Write the network as an ONNX model (opset 17) that describes itself.
+    Export(export::Args),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -31,5 +34,6 @@ pub fn run() -> anyhow::Result<()> {
         #[cfg(feature = "video")]
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Export(a) => export::run(a),
     }
 }

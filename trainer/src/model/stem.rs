@@ -5,9 +5,9 @@ use tch::{Tensor, nn};
 
 use super::layers::{BatchNorm3d, Conv3d, Shape};
 
-const POOL_KERNEL: [i64; 3] = [1, 3, 3];
-const POOL_STRIDE: [i64; 3] = [1, 2, 2];
-const POOL_PADDING: [i64; 3] = [0, 1, 1];
+pub const POOL_KERNEL: [i64; 3] = [1, 3, 3];
+pub const POOL_STRIDE: [i64; 3] = [1, 2, 2];
+pub const POOL_PADDING: [i64; 3] = [0, 1, 1];
 
 #[derive(Debug)]
 pub struct Stem {

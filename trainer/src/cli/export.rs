@@ -1,0 +1,170 @@
+//! `trainer export`: the network as an ONNX model (opset 17) for the runtime.
+//!
+//! ```text
+//! trainer export --arch slowfast_8x8_r50 --weights w.safetensors \
+//!     --labels ../shared/data/labels/kinetics400.txt --out models/slowfast_8x8_r50.onnx
+//! trainer export --arch slowfast_4x16_r50 --random-init --num-classes 400 --out /tmp/m.onnx \
+//!     --output logits --crop 224 --dynamic-spatial --recipe-file configs/k400_4x16.yaml
+//! ```
+//!
+//! - Weights: `--weights FILE.safetensors` (PySlowFast names, loaded
+//!   strictly), or `--random-init` to export untrained weights on purpose;
+//!   one of the two is required.
+//! - Classes: `--labels FILE` (one class per line, `id name` as the Kinetics
+//!   list or just `name`; see `trainer::labels`) must list exactly as many
+//!   classes as the model has: the preset's 400, or `--num-classes N`.
+//!   Without a labels file, `--num-classes N` is required and the classes are
+//!   named `class_0 .. class_{N-1}`: a model never ships without names by
+//!   accident.
+//! - Clip: `--fast-frames` (slow frames = fast / alpha), `--sampling-rate`,
+//!   `--target-fps`, `--crop` (square input size; `--dynamic-spatial` leaves
+//!   `H`, `W` dynamic in the graph). They go into the model's metadata, which
+//!   the runtime reads to sample and preprocess clips.
+//! - `--output probabilities|logits`: softmax (default) or raw scores.
+//! - `--recipe TEXT` or `--recipe-file FILE`: the training recipe, kept in
+//!   the metadata for provenance.
+//!
+//! The file is written atomically (temporary file, then rename).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args as ClapArgs, ValueEnum};
+use tch::{Device, nn};
+use trainer::export::{self, ExportOptions};
+use trainer::labels;
+use trainer::model::{EvalOutput, Preset, SlowFast};
+use trainer::weights::{self, LoadMode};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Probabilities,
+    Logits,
+}
+
+#[derive(ClapArgs)]
+pub struct Args {
+    #[arg(long, value_enum)]
+    arch: Preset,
+    /// Safetensors weights with PySlowFast names.
+    #[arg(long, conflicts_with = "random_init")]
+    weights: Option<PathBuf>,
+    /// Export the reference random initialisation (no training).
+    #[arg(long)]
+    random_init: bool,
+    /// The ONNX file to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value = "probabilities")]
+    output: Output,
+    /// Square spatial input size.
+    #[arg(long, default_value_t = 256)]
+    crop: i64,
+    /// Leave height and width dynamic in the graph.
+    #[arg(long)]
+    dynamic_spatial: bool,
+    /// Class names, one per line (`id name` or `name`).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Classes of the model [default: the preset's].
+    #[arg(long)]
+    num_classes: Option<i64>,
+    /// Frames of the fast pathway.
+    #[arg(long, default_value_t = 32)]
+    fast_frames: i64,
+    /// Source frames between two sampled frames at the target frame rate.
+    #[arg(long, default_value_t = 2)]
+    sampling_rate: i64,
+    /// Frame rate the clip is resampled to before sampling.
+    #[arg(long, default_value_t = 30.0)]
+    target_fps: f64,
+    /// Training recipe the weights came from (free text).
+    #[arg(long, conflicts_with = "recipe_file")]
+    recipe: Option<String>,
+    /// File holding the training recipe (its contents are stored).
+    #[arg(long)]
+    recipe_file: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.weights.is_none() && !a.random_init {
+        bail!("no weights: give --weights FILE.safetensors, or --random-init to export untrained weights on purpose");
+    }
+    // Cheap checks first, so a typo fails before the network is built.
+    export::check_output_path(&a.out)?;
+    let mut config = a.arch.config();
+    if let Some(n) = a.num_classes {
+        if n < 1 {
+            bail!("--num-classes must be at least 1, got {n}");
+        }
+        config.num_classes = n;
+    }
+    let names = match (&a.labels, a.num_classes) {
+        (Some(file), _) => {
+            let names = labels::read(file)?;
+            if names.len() as i64 != config.num_classes {
+                let source = match a.num_classes {
+                    Some(_) => "--num-classes".to_string(),
+                    None => format!("the {} preset; --num-classes changes it", a.arch.name()),
+                };
+                bail!(
+                    "{}: {} labels, but the model has {} classes ({source})",
+                    file.display(),
+                    names.len(),
+                    config.num_classes
+                );
+            }
+            names
+        }
+        (None, Some(n)) => labels::generated(n as usize),
+        (None, None) => bail!(
+            "no class names: give --labels FILE (one class per line, `id name` or `name`), \
+             or --num-classes N to name the classes class_0 .. class_{{N-1}}"
+        ),
+    };
+    let recipe = match (&a.recipe, &a.recipe_file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(file)) => {
+            std::fs::read_to_string(file).with_context(|| format!("{}: cannot read the recipe", file.display()))?
+        }
+        (None, None) => String::new(),
+    };
+
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = SlowFast::new(&vs.root(), &config)?;
+    if let Some(w) = &a.weights {
+        weights::load(&mut vs, w, LoadMode::Strict)?;
+    }
+    let opts = ExportOptions {
+        arch: Some(a.arch),
+        output: match a.output {
+            Output::Probabilities => EvalOutput::Probabilities,
+            Output::Logits => EvalOutput::Logits,
+        },
+        crop_size: a.crop,
+        dynamic_spatial: a.dynamic_spatial,
+        fast_frames: a.fast_frames,
+        sampling_rate: a.sampling_rate,
+        target_fps: a.target_fps,
+        recipe,
+        ..ExportOptions::new(names)
+    };
+    let bytes = export::export_onnx(&model, &opts)?;
+    export::write_model(&a.out, &bytes)?;
+
+    let side = if a.dynamic_spatial { "H x W (dynamic)".to_string() } else { format!("{0} x {0}", a.crop) };
+    println!("wrote {} ({:.1} MB, ONNX opset {})", a.out.display(), bytes.len() as f64 / 1e6, export::OPSET);
+    println!(
+        "arch {}: slow {} / fast {} frames at {side}, {} {} classes",
+        a.arch.name(),
+        a.fast_frames / config.alpha,
+        a.fast_frames,
+        export::output_name(opts.output),
+        config.num_classes
+    );
+    match &a.weights {
+        Some(w) => println!("weights: {}", w.display()),
+        None => println!("weights: random init (--random-init), predictions are meaningless"),
+    }
+    Ok(())
+}
