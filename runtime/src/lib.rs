@@ -1,8 +1,16 @@
-//! SlowFast inference runtime: which frames make a clip, decoding, and (in
-//! later parts) engines, preprocessing and the clip ring buffer. It never
-//! links libtorch, so it runs on edge devices with only GStreamer and ONNX
-//! Runtime.
+//! SlowFast inference runtime: which frames make a clip, decoding,
+//! preprocessing identical to PySlowFast's test protocol, the clip ring
+//! buffer for live streams, and engines on ONNX Runtime. It never links
+//! libtorch, so it runs on edge devices with only GStreamer and ONNX Runtime.
 
 #[cfg(feature = "gstreamer")]
+pub mod classify;
+#[cfg(feature = "gstreamer")]
 pub mod decode;
+pub mod engine;
+pub mod labels;
+pub mod model_info;
+pub mod onnx_meta;
+pub mod preprocess;
+pub mod ring;
 pub mod sampling;

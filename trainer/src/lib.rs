@@ -3,6 +3,8 @@
 
 pub mod clip;
 pub mod export;
-pub mod labels;
 pub mod model;
 pub mod weights;
+
+/// Class-name files, shared with the runtime.
+pub use runtime::labels;

@@ -1,0 +1,105 @@
+//! `slowfast`: SlowFast video recognition on ONNX Runtime.
+//!
+//! ```text
+//! slowfast classify VIDEO... --model m.onnx [--views 10x3|1x1] [--top-k 5] [--json]
+//!          [--backend cpu|cuda|tensorrt|auto] [--strict] [--threads N] [--engine-dir DIR]
+//! slowfast build-engine m.onnx --fp16 --out DIR
+//! slowfast bench --model m.onnx [--threads 2] [--python PY]
+//! ```
+
+mod bench;
+mod build_engine;
+mod classify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use runtime::engine::{Backend, Engine, EngineCache, EngineOptions, TensorRtOptions};
+
+#[derive(Parser)]
+#[command(name = "slowfast", version, about = "SlowFast video recognition on ONNX Runtime (TensorRT, CUDA, CPU)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Top-k classes of each video, averaged over temporal x spatial views.
+    Classify(classify::Args),
+    /// Build the TensorRT engine for this device once and cache it.
+    BuildEngine(build_engine::Args),
+    /// CPU latency per clip beside Python ONNX Runtime; preprocessing per frame.
+    Bench(bench::Args),
+}
+
+/// Engine flags shared by the subcommands that run a model.
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// Execution provider: cpu, cuda, tensorrt, or auto (TensorRT, CUDA, then CPU).
+    #[arg(long, default_value = "cpu", value_parser = parse_backend)]
+    backend: Backend,
+    /// Fail when the requested provider cannot be used instead of falling back to CPU.
+    #[arg(long)]
+    strict: bool,
+    /// Intra-op threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// GPU index for CUDA and TensorRT.
+    #[arg(long, default_value_t = 0)]
+    device: i32,
+    /// TensorRT engine cache (from `build-engine --out`); reused when it holds this model's engine.
+    #[arg(long)]
+    engine_dir: Option<PathBuf>,
+    /// TensorRT FP16 kernels.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    fp16: bool,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse()
+}
+
+impl EngineArgs {
+    fn options(&self) -> EngineOptions {
+        EngineOptions {
+            backend: self.backend,
+            strict: self.strict,
+            threads: self.threads,
+            device_id: self.device,
+            tensorrt: TensorRtOptions { fp16: self.fp16, cache_dir: self.engine_dir.clone(), max_batch: 1 },
+        }
+    }
+}
+
+/// Says on stderr which provider runs the model and why others were skipped.
+fn report_engine(engine: &Engine) {
+    for skipped in engine.fallbacks() {
+        eprintln!("slowfast: falling back: {skipped}");
+    }
+    match engine.cache() {
+        EngineCache::Disabled => {}
+        EngineCache::Hit { context_model } => eprintln!("slowfast: TensorRT engine cache hit: {}", context_model.display()),
+        EngineCache::Built { context_model } => {
+            eprintln!("slowfast: TensorRT engine cache miss: built and saved {}", context_model.display())
+        }
+    }
+    eprintln!("slowfast: execution provider: {}", engine.provider());
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Classify(a) => classify::run(a),
+        Command::BuildEngine(a) => build_engine::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("slowfast: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Clip ring buffer for live streams: every arriving frame is resized and
+//! normalised once into a fixed slot; the slow and fast tensors of the
+//! latest window are then cut out of the slots by copying only.
+
+use crate::model_info::ModelInfo;
+use crate::preprocess::{Clip, Normalization, PreprocessError, ScaledFrame, SpatialCrop, scale_frame_into};
+use crate::sampling::{ClipPosition, clip_indices, clip_size, slow_indices};
+
+/// Clip geometry a ring needs, normally read from the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RingConfig {
+    pub fast_frames: usize,
+    pub alpha: usize,
+    pub sampling_rate: usize,
+    pub target_fps: f64,
+    pub crop_size: usize,
+    pub norm: Normalization,
+}
+
+impl RingConfig {
+    pub fn from_model(info: &ModelInfo) -> RingConfig {
+        RingConfig {
+            fast_frames: info.fast_frames,
+            alpha: info.alpha,
+            sampling_rate: info.sampling_rate,
+            target_fps: info.target_fps,
+            crop_size: info.crop_size,
+            norm: Normalization { mean: info.mean, std: info.std },
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ClipRing {
+    config: RingConfig,
+    /// Offsets of the fast frames inside the window, oldest frame = 0.
+    fast_offsets: Vec<usize>,
+    slow_indices: Vec<usize>,
+    slots: Vec<ScaledFrame>,
+    /// Slot the next frame goes to.
+    next: usize,
+    filled: usize,
+    frame_size: Option<(usize, usize)>,
+}
+
+impl ClipRing {
+    /// A ring for a stream at `stream_fps`: one window spans the frames
+    /// PySlowFast's `clip_size` gives (64 at 30 fps for 32 x 2), and the
+    /// fast frames are picked in it as for the first view of a file.
+    pub fn new(config: RingConfig, stream_fps: f64) -> ClipRing {
+        let span = clip_size(config.fast_frames, config.sampling_rate, stream_fps, config.target_fps);
+        let capacity = (span.ceil() as usize).max(1);
+        let fast_offsets = clip_indices(capacity, span, config.fast_frames, ClipPosition::View { index: 0, count: 1 });
+        let slow_indices = slow_indices(config.fast_frames, config.alpha);
+        ClipRing {
+            config,
+            fast_offsets,
+            slow_indices,
+            slots: vec![ScaledFrame::default(); capacity],
+            next: 0,
+            filled: 0,
+            frame_size: None,
+        }
+    }
+
+    /// Frames one window spans.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn fast_offsets(&self) -> &[usize] {
+        &self.fast_offsets
+    }
+
+    pub fn slow_indices(&self) -> &[usize] {
+        &self.slow_indices
+    }
+
+    /// Whether a full window has arrived since the start or the last size change.
+    pub fn is_ready(&self) -> bool {
+        self.filled == self.capacity()
+    }
+
+    /// Resizes and normalises a packed RGB frame into the oldest slot. A
+    /// frame of another size than the previous one (caps renegotiated)
+    /// starts a new window: a clip never mixes two geometries.
+    pub fn push_rgb(&mut self, rgb: &[u8], width: usize, height: usize) -> Result<(), PreprocessError> {
+        if self.frame_size != Some((width, height)) {
+            self.filled = 0;
+            self.next = 0;
+        }
+        let (size, norm) = (self.config.crop_size, self.config.norm);
+        scale_frame_into(rgb, width, height, size, &norm, &mut self.slots[self.next])?;
+        self.frame_size = Some((width, height));
+        self.next = (self.next + 1) % self.capacity();
+        self.filled = (self.filled + 1).min(self.capacity());
+        Ok(())
+    }
+
+    /// The slow and fast tensors of the latest full window, or `None`
+    /// while the window is still filling.
+    pub fn latest_window(&self, crop: SpatialCrop) -> Option<Result<Clip, PreprocessError>> {
+        if !self.is_ready() {
+            return None;
+        }
+        // When full, `next` is the oldest slot.
+        let fast: Vec<&ScaledFrame> = self.fast_offsets.iter().map(|&o| &self.slots[(self.next + o) % self.capacity()]).collect();
+        Some(Clip::assemble(&fast, &self.slow_indices, self.config.crop_size, crop))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preprocess::scale_frame;
+
+    fn config(alpha: usize) -> RingConfig {
+        RingConfig {
+            fast_frames: 32,
+            alpha,
+            sampling_rate: 2,
+            target_fps: 30.0,
+            crop_size: 8,
+            norm: Normalization { mean: [0.45; 3], std: [0.225; 3] },
+        }
+    }
+
+    /// `linspace(0, T - 1, T / alpha)` truncated, written out independently
+    /// of `sampling::linspace_f32`.
+    fn reference_slow(t: usize, alpha: usize) -> Vec<usize> {
+        let n = t / alpha;
+        (0..n).map(|i| ((t - 1) as f64 * i as f64 / (n - 1) as f64) as usize).collect()
+    }
+
+    #[test]
+    fn index_math_matches_the_reference_formula() {
+        for alpha in [4, 8] {
+            let ring = ClipRing::new(config(alpha), 30.0);
+            assert_eq!(ring.slow_indices(), reference_slow(32, alpha), "alpha {alpha}");
+            assert_eq!(ring.capacity(), 64);
+            // 32 frames over 64 at 30 fps: linspace(0, 63, 32) truncated.
+            let want: Vec<usize> = (0..32).map(|i| (63.0 * i as f64 / 31.0) as usize).collect();
+            assert_eq!(ring.fast_offsets(), want);
+        }
+        assert_eq!(reference_slow(32, 4), vec![0, 4, 8, 13, 17, 22, 26, 31]);
+        assert_eq!(reference_slow(32, 8), vec![0, 10, 20, 31]);
+        // A 25 fps stream spans 53.3 frames.
+        let ring = ClipRing::new(config(4), 25.0);
+        assert_eq!(ring.capacity(), 54);
+        assert_eq!(*ring.fast_offsets().last().unwrap(), 52);
+    }
+
+    fn frame(k: usize, w: usize, h: usize) -> Vec<u8> {
+        (0..w * h * 3).map(|i| ((i * 7 + k * 13) % 251) as u8).collect()
+    }
+
+    #[test]
+    fn window_equals_direct_preprocessing_of_the_same_frames() {
+        let cfg = config(4);
+        let (w, h) = (12, 9);
+        let mut ring = ClipRing::new(cfg.clone(), 30.0);
+        let total = 100;
+        for k in 0..total {
+            assert_eq!(ring.is_ready(), k >= 64);
+            ring.push_rgb(&frame(k, w, h), w, h).unwrap();
+        }
+        let first = total - ring.capacity();
+        let direct: Vec<ScaledFrame> =
+            ring.fast_offsets().iter().map(|&o| scale_frame(&frame(first + o, w, h), w, h, 8, &cfg.norm).unwrap()).collect();
+        let refs: Vec<&ScaledFrame> = direct.iter().collect();
+        for crop in [SpatialCrop::Start, SpatialCrop::Centre, SpatialCrop::End] {
+            let got = ring.latest_window(crop).unwrap().unwrap();
+            let want = Clip::assemble(&refs, ring.slow_indices(), 8, crop).unwrap();
+            assert_eq!(got, want, "{crop:?}");
+            assert_eq!(got.fast.len(), 3 * 32 * 64);
+            assert_eq!(got.slow.len(), 3 * 8 * 64);
+        }
+    }
+
+    #[test]
+    fn a_new_frame_size_restarts_the_window() {
+        let mut ring = ClipRing::new(config(8), 30.0);
+        for k in 0..64 {
+            ring.push_rgb(&frame(k, 10, 10), 10, 10).unwrap();
+        }
+        assert!(ring.is_ready());
+        ring.push_rgb(&frame(0, 12, 10), 12, 10).unwrap();
+        assert!(!ring.is_ready());
+        assert!(ring.latest_window(SpatialCrop::Centre).is_none());
+        assert!(ring.push_rgb(&[0; 5], 12, 10).is_err());
+    }
+}
