@@ -82,6 +82,47 @@ impl Taps {
     }
 }
 
+/// Pixels a frame can be resized from, whatever its layout in memory: the
+/// GStreamer element reads YUV and packed formats through this without
+/// converting whole frames first.
+pub trait RgbSource {
+    fn width(&self) -> usize;
+    fn height(&self) -> usize;
+    /// The `[r, g, b]` values (0..=255) at column `x`, row `y`.
+    fn rgb(&self, x: usize, y: usize) -> [f32; 3];
+}
+
+/// A packed RGB buffer without row padding.
+pub struct PackedRgb<'a> {
+    pub data: &'a [u8],
+    pub width: usize,
+    pub height: usize,
+}
+
+impl<'a> PackedRgb<'a> {
+    pub fn new(data: &'a [u8], width: usize, height: usize) -> Result<Self, PreprocessError> {
+        let expected = width * height * 3;
+        if data.len() != expected || expected == 0 {
+            return Err(PreprocessError::FrameSize { width, height, got: data.len(), expected });
+        }
+        Ok(PackedRgb { data, width, height })
+    }
+}
+
+impl RgbSource for PackedRgb<'_> {
+    fn width(&self) -> usize {
+        self.width
+    }
+    fn height(&self) -> usize {
+        self.height
+    }
+    #[inline]
+    fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
+        let p = &self.data[(y * self.width + x) * 3..][..3];
+        [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])]
+    }
+}
+
 /// Resizes and normalises one packed RGB frame into `out`, reusing its
 /// buffer (the ring buffer calls this for every arriving frame).
 pub fn scale_frame_into(
@@ -92,12 +133,20 @@ pub fn scale_frame_into(
     norm: &Normalization,
     out: &mut ScaledFrame,
 ) -> Result<(), PreprocessError> {
-    let expected = width * height * 3;
-    if rgb.len() != expected || expected == 0 {
-        return Err(PreprocessError::FrameSize { width, height, got: rgb.len(), expected });
-    }
+    scale_source_into(&PackedRgb::new(rgb, width, height)?, short_side, norm, out)
+}
+
+/// Resizes and normalises a frame of any layout into `out`: only the source
+/// pixels the bilinear taps touch are read.
+pub fn scale_source_into<S: RgbSource>(
+    src: &S,
+    short_side: usize,
+    norm: &Normalization,
+    out: &mut ScaledFrame,
+) -> Result<(), PreprocessError> {
+    let (width, height) = (src.width(), src.height());
     let (ow, oh) = scaled_size(width, height, short_side);
-    if ow < short_side || oh < short_side {
+    if ow < short_side || oh < short_side || width == 0 || height == 0 {
         return Err(PreprocessError::TooSmall { width, height, size: short_side });
     }
     let (xs, ys) = (Taps::new(width, ow), Taps::new(height, oh));
@@ -106,16 +155,16 @@ pub fn scale_frame_into(
     out.height = oh;
     out.data.resize(3 * ow * oh, 0.0);
     let plane = ow * oh;
-    let stride = width * 3;
     for oy in 0..oh {
-        let (r0, r1) = (&rgb[ys.i0[oy] * stride..][..stride], &rgb[ys.i1[oy] * stride..][..stride]);
+        let (y0, y1) = (ys.i0[oy], ys.i1[oy]);
         let (h0, h1) = (ys.w0[oy], ys.w1[oy]);
         for ox in 0..ow {
-            let (a, b) = (xs.i0[ox] * 3, xs.i1[ox] * 3);
+            let (x0, x1) = (xs.i0[ox], xs.i1[ox]);
             let (w0, w1) = (xs.w0[ox], xs.w1[ox]);
+            let (p00, p01, p10, p11) = (src.rgb(x0, y0), src.rgb(x1, y0), src.rgb(x0, y1), src.rgb(x1, y1));
             for (c, &(scale, shift)) in affine.iter().enumerate() {
-                let top = r0[a + c] as f32 * w0 + r0[b + c] as f32 * w1;
-                let bottom = r1[a + c] as f32 * w0 + r1[b + c] as f32 * w1;
+                let top = p00[c] * w0 + p01[c] * w1;
+                let bottom = p10[c] * w0 + p11[c] * w1;
                 let v = top * h0 + bottom * h1;
                 out.data[c * plane + oy * ow + ox] = v * scale + shift;
             }

@@ -3,7 +3,7 @@
 //! latest window are then cut out of the slots by copying only.
 
 use crate::model_info::ModelInfo;
-use crate::preprocess::{Clip, Normalization, PreprocessError, ScaledFrame, SpatialCrop, scale_frame_into};
+use crate::preprocess::{Clip, Normalization, PackedRgb, PreprocessError, RgbSource, ScaledFrame, SpatialCrop, scale_source_into};
 use crate::sampling::{ClipPosition, clip_indices, clip_size, slow_indices};
 
 /// Clip geometry a ring needs, normally read from the model.
@@ -81,20 +81,33 @@ impl ClipRing {
         self.filled == self.capacity()
     }
 
-    /// Resizes and normalises a packed RGB frame into the oldest slot. A
+    /// Resizes and normalises a packed RGB frame into the oldest slot.
+    pub fn push_rgb(&mut self, rgb: &[u8], width: usize, height: usize) -> Result<(), PreprocessError> {
+        self.push(&PackedRgb::new(rgb, width, height)?)
+    }
+
+    /// Resizes and normalises a frame of any layout into the oldest slot. A
     /// frame of another size than the previous one (caps renegotiated)
     /// starts a new window: a clip never mixes two geometries.
-    pub fn push_rgb(&mut self, rgb: &[u8], width: usize, height: usize) -> Result<(), PreprocessError> {
+    pub fn push<S: RgbSource>(&mut self, frame: &S) -> Result<(), PreprocessError> {
+        let (width, height) = (frame.width(), frame.height());
         if self.frame_size != Some((width, height)) {
             self.filled = 0;
             self.next = 0;
         }
         let (size, norm) = (self.config.crop_size, self.config.norm);
-        scale_frame_into(rgb, width, height, size, &norm, &mut self.slots[self.next])?;
+        scale_source_into(frame, size, &norm, &mut self.slots[self.next])?;
         self.frame_size = Some((width, height));
         self.next = (self.next + 1) % self.capacity();
         self.filled = (self.filled + 1).min(self.capacity());
         Ok(())
+    }
+
+    /// Forgets the frames in the window (flush, PTS gap); slots keep their
+    /// buffers.
+    pub fn clear(&mut self) {
+        self.filled = 0;
+        self.next = 0;
     }
 
     /// The slow and fast tensors of the latest full window, or `None`

@@ -1,0 +1,659 @@
+//! The `slowfast` element: frames go into a clip ring buffer and on
+//! downstream at once; every `stride` frames the latest window is handed
+//! to a shared inference worker, and its result is attached to the buffers
+//! that follow.
+//!
+//! ```text
+//! gst-launch-1.0 rtspsrc location=rtsp://cam/stream ! decodebin ! videoconvert ! \
+//!     slowfast model=model.onnx draw=true ! videoconvert ! autovideosink
+//! ```
+//!
+//! Drop policy: at most `max-pending` clips wait for (or are in) inference
+//! per element. When a new window is due while that many are pending, the
+//! new window is skipped and counted in `skipped`; frames are never held
+//! back or dropped because inference is slow.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::subclass::prelude::*;
+use runtime::preprocess::SpatialCrop;
+use runtime::ring::{ClipRing, RingConfig};
+
+use super::draw;
+use super::engines::{BackendKey, EngineKey, Job, SharedEngine};
+use super::frame::{self, FORMATS};
+use super::prediction::{NAME, Prediction, Smoother};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new("slowfast", gst::DebugColorFlags::empty(), Some("SlowFast action recognition"))
+});
+
+/// How long EOS waits for the clips still in inference.
+const EOS_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// A PTS jump longer than this many frame durations breaks the window.
+const MAX_GAP_FRAMES: u64 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSlowFastBackend")]
+pub enum Backend {
+    #[default]
+    #[enum_value(name = "Auto: TensorRT, then CUDA, then CPU", nick = "auto")]
+    Auto,
+    #[enum_value(name = "TensorRT execution provider", nick = "tensorrt")]
+    TensorRt,
+    #[enum_value(name = "CUDA execution provider", nick = "cuda")]
+    Cuda,
+    #[enum_value(name = "CPU execution provider", nick = "cpu")]
+    Cpu,
+}
+
+impl From<Backend> for BackendKey {
+    fn from(b: Backend) -> BackendKey {
+        match b {
+            Backend::Auto => BackendKey::Auto,
+            Backend::TensorRt => BackendKey::TensorRt,
+            Backend::Cuda => BackendKey::Cuda,
+            Backend::Cpu => BackendKey::Cpu,
+        }
+    }
+}
+
+const DEFAULT_STRIDE: u32 = 16;
+const DEFAULT_TOP_K: u32 = 5;
+const DEFAULT_SMOOTHING: u32 = 1;
+const DEFAULT_MAX_PENDING: u32 = 2;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    model: Option<PathBuf>,
+    labels: Option<PathBuf>,
+    backend: Backend,
+    strict: bool,
+    fp16: bool,
+    engine_cache_dir: Option<PathBuf>,
+    threads: u32,
+    stride: u32,
+    top_k: u32,
+    threshold: f64,
+    smoothing: u32,
+    draw: bool,
+    max_pending: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            model: None,
+            labels: None,
+            backend: Backend::default(),
+            strict: false,
+            fp16: true,
+            engine_cache_dir: None,
+            threads: 0,
+            stride: DEFAULT_STRIDE,
+            top_k: DEFAULT_TOP_K,
+            threshold: 0.0,
+            smoothing: DEFAULT_SMOOTHING,
+            draw: false,
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+}
+
+/// Streaming-thread state, from `start` to `stop`.
+struct State {
+    engine: Arc<SharedEngine>,
+    labels: Arc<Vec<String>>,
+    ring_config: RingConfig,
+    /// Created once caps give the frame rate.
+    ring: Option<ClipRing>,
+    info: Option<gst_video::VideoInfo>,
+    /// PTS of the frames in the ring, oldest first.
+    window_pts: VecDeque<Option<gst::ClockTime>>,
+    last_pts: Option<gst::ClockTime>,
+    /// Frames since the last window was handed to inference; `None` until
+    /// the first one of this window, which is due as soon as it is full.
+    since_prediction: Option<u64>,
+}
+
+impl State {
+    /// Starts a new window (caps change, flush, PTS gap).
+    fn reset_window(&mut self) {
+        if let Some(info) = &self.info {
+            self.ring = Some(ClipRing::new(self.ring_config.clone(), stream_fps(info)));
+        }
+        self.window_pts.clear();
+        self.last_pts = None;
+        self.since_prediction = None;
+    }
+}
+
+fn stream_fps(info: &gst_video::VideoInfo) -> f64 {
+    let fps = info.fps();
+    if fps.numer() > 0 && fps.denom() > 0 { fps.numer() as f64 / fps.denom() as f64 } else { 30.0 }
+}
+
+#[derive(Default)]
+struct Results {
+    latest: Option<Prediction>,
+    smoother: Smoother,
+    next_index: u64,
+    /// Bumped on flush and stop: results of older clips are dropped.
+    generation: u64,
+}
+
+/// What the inference worker's callbacks share with the element.
+#[derive(Default)]
+struct Shared {
+    results: Mutex<Results>,
+    pending: Mutex<usize>,
+    drained: Condvar,
+    predictions: AtomicU64,
+    skipped: AtomicU64,
+    provider: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Default)]
+pub struct SlowFast {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    shared: Arc<Shared>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for SlowFast {
+    const NAME: &'static str = "GstSlowFast";
+    type Type = super::SlowFast;
+    type ParentType = gst_video::VideoFilter;
+}
+
+impl ObjectImpl for SlowFast {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("SlowFast ONNX file exported by `trainer export`; clip shape, sampling rate, normalisation and labels come from its metadata")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("labels")
+                    .nick("Labels")
+                    .blurb("Class names file (`id name` or `name` per line) replacing the model's own labels; must list as many classes as the model")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("backend", Backend::default())
+                    .nick("Backend")
+                    .blurb("Execution provider; with strict=false an unavailable one falls back to the next (CPU last)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("strict")
+                    .nick("Strict")
+                    .blurb("Fail the state change instead of falling back to CPU when the requested provider is unavailable")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("fp16")
+                    .nick("FP16")
+                    .blurb("Build TensorRT engines in FP16")
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("engine-cache-dir")
+                    .nick("Engine cache directory")
+                    .blurb("Where TensorRT engines, timing caches and EP-context models are kept between runs (none: rebuilt in memory at every start)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("Threads")
+                    .blurb("CPU threads for inference (0: ONNX Runtime's default)")
+                    .maximum(256)
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("stride")
+                    .nick("Stride")
+                    .blurb("Frames between two predictions once the first window is full")
+                    .minimum(1)
+                    .maximum(10_000)
+                    .default_value(DEFAULT_STRIDE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("top-k")
+                    .nick("Top K")
+                    .blurb("Classes reported per prediction")
+                    .minimum(1)
+                    .maximum(1000)
+                    .default_value(DEFAULT_TOP_K)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("threshold")
+                    .nick("Threshold")
+                    .blurb("Lowest score a reported class may have")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(0.0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("smoothing")
+                    .nick("Smoothing")
+                    .blurb("Predictions averaged (class scores of the latest N clips), 1 for none")
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(DEFAULT_SMOOTHING)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("draw")
+                    .nick("Draw")
+                    .blurb("Render the best label and its score onto the frames")
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-pending")
+                    .nick("Max pending")
+                    .blurb("Clips waiting for or in inference; when reached, new windows are skipped (and counted) until one completes, frames still flow")
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(DEFAULT_MAX_PENDING)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("predictions")
+                    .nick("Predictions")
+                    .blurb("Predictions made since the element started")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("skipped")
+                    .nick("Skipped")
+                    .blurb("Windows not predicted because max-pending clips were still in inference")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecString::builder("provider")
+                    .nick("Provider")
+                    .blurb("Execution provider actually in use (after any fallback)")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        let path = |v: &glib::Value| v.get::<Option<String>>().ok().flatten().filter(|p| !p.is_empty()).map(PathBuf::from);
+        match pspec.name() {
+            "model" => s.model = path(value),
+            "labels" => s.labels = path(value),
+            "backend" => s.backend = value.get().unwrap_or_default(),
+            "strict" => s.strict = value.get().unwrap_or(false),
+            "fp16" => s.fp16 = value.get().unwrap_or(true),
+            "engine-cache-dir" => s.engine_cache_dir = path(value),
+            "threads" => s.threads = value.get().unwrap_or(0),
+            "stride" => s.stride = value.get().unwrap_or(DEFAULT_STRIDE),
+            "top-k" => s.top_k = value.get().unwrap_or(DEFAULT_TOP_K),
+            "threshold" => s.threshold = value.get().unwrap_or(0.0),
+            "smoothing" => s.smoothing = value.get().unwrap_or(DEFAULT_SMOOTHING),
+            "draw" => s.draw = value.get().unwrap_or(false),
+            "max-pending" => s.max_pending = value.get().unwrap_or(DEFAULT_MAX_PENDING),
+            other => gst::warning!(CAT, imp = self, "no writable property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = lock(&self.settings);
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).to_value();
+        match pspec.name() {
+            "model" => path(&s.model),
+            "labels" => path(&s.labels),
+            "backend" => s.backend.to_value(),
+            "strict" => s.strict.to_value(),
+            "fp16" => s.fp16.to_value(),
+            "engine-cache-dir" => path(&s.engine_cache_dir),
+            "threads" => s.threads.to_value(),
+            "stride" => s.stride.to_value(),
+            "top-k" => s.top_k.to_value(),
+            "threshold" => s.threshold.to_value(),
+            "smoothing" => s.smoothing.to_value(),
+            "draw" => s.draw.to_value(),
+            "max-pending" => s.max_pending.to_value(),
+            "predictions" => self.shared.predictions.load(Ordering::Relaxed).to_value(),
+            "skipped" => self.shared.skipped.load(Ordering::Relaxed).to_value(),
+            "provider" => lock(&self.shared.provider).clone().to_value(),
+            _ => glib::Value::from_type(pspec.value_type()),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        // QoS would drop late frames, which breaks the temporal window.
+        self.obj().set_qos(false);
+    }
+}
+
+impl GstObjectImpl for SlowFast {}
+
+impl ElementImpl for SlowFast {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "SlowFast action recognition",
+                "Filter/Analyzer/Video",
+                "Recognises actions in video with a SlowFast network (ONNX Runtime: TensorRT, CUDA or CPU). \
+                 Frames pass through unchanged (unless draw=true); each buffer carries the latest prediction as a \
+                 GstVideoRegionOfInterestMeta of type \"slowfast\" whose \"slowfast\" parameter structure holds \
+                 index, class-ids, labels, scores, clip-start and clip-end (PTS, ns); every prediction is also posted \
+                 as an element message named \"slowfast\".\n\
+                 Example: gst-launch-1.0 uridecodebin uri=file:///clip.mp4 ! videoconvert ! \
+                 slowfast model=model.onnx draw=true ! videoconvert ! autovideosink",
+                "SlowFast-rs developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new().format_list(FORMATS.iter().copied()).build();
+            [gst::PadDirection::Src, gst::PadDirection::Sink]
+                .into_iter()
+                .filter_map(|dir| {
+                    let name = if dir == gst::PadDirection::Src { "src" } else { "sink" };
+                    gst::PadTemplate::new(name, dir, gst::PadPresence::Always, &caps).ok()
+                })
+                .collect()
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for SlowFast {
+    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let state = self.load(&settings)?;
+        *lock(&self.shared.provider) = Some(state.engine.provider.to_string());
+        for why in &state.engine.fallbacks {
+            gst::element_imp_warning!(self, gst::LibraryError::Init, ["execution provider skipped: {why}"]);
+        }
+        gst::info!(CAT, imp = self, "model {:?} on {}", settings.model, state.engine.provider);
+        {
+            let mut r = lock(&self.shared.results);
+            r.generation += 1;
+            r.latest = None;
+            r.smoother.clear();
+            r.next_index = 0;
+        }
+        self.shared.predictions.store(0, Ordering::Relaxed);
+        self.shared.skipped.store(0, Ordering::Relaxed);
+        *lock(&self.state) = Some(state);
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        lock(&self.shared.results).generation += 1;
+        *lock(&self.state) = None;
+        Ok(())
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::FlushStop(_) => {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.reset_window();
+                }
+                let mut r = lock(&self.shared.results);
+                r.generation += 1;
+                r.latest = None;
+                r.smoother.clear();
+            }
+            gst::EventView::Eos(_) => self.drain(),
+            _ => {}
+        }
+        self.parent_sink_event(event)
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = lock(&self.settings).clone();
+        let info = {
+            let mut guard = lock(&self.state);
+            let Some(state) = guard.as_mut() else { return Err(gst::FlowError::Flushing) };
+            let Some(info) = state.info.clone() else { return Err(gst::FlowError::NotNegotiated) };
+            self.feed(state, &settings, &info, buf)?;
+            info
+        };
+        let latest = lock(&self.shared.results).latest.clone();
+        if let Some(p) = latest {
+            let mut roi = gst_video::VideoRegionOfInterestMeta::add(buf, NAME, (0, 0, info.width(), info.height()));
+            roi.add_param(p.to_structure());
+            if settings.draw {
+                match gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info) {
+                    Ok(mut frame) => draw::caption(&mut frame, &p.caption()),
+                    Err(_) => gst::warning!(CAT, imp = self, "cannot map the frame for drawing"),
+                }
+            }
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+impl VideoFilterImpl for SlowFast {
+    fn set_info(
+        &self,
+        incaps: &gst::Caps,
+        in_info: &gst_video::VideoInfo,
+        outcaps: &gst::Caps,
+        out_info: &gst_video::VideoInfo,
+    ) -> Result<(), gst::LoggableError> {
+        if let Some(state) = lock(&self.state).as_mut() {
+            let size = state.ring_config.crop_size as u32;
+            if in_info.width() < size || in_info.height() < size {
+                gst::warning!(CAT, imp = self, "{}x{} frames are upscaled to the {size} px input", in_info.width(), in_info.height());
+            }
+            // A new resolution or rate starts a new window.
+            state.info = Some(in_info.clone());
+            state.reset_window();
+        }
+        self.parent_set_info(incaps, in_info, outcaps, out_info)
+    }
+}
+
+impl SlowFast {
+    /// Loads (or shares) the engine and the labels; errors name the file.
+    fn load(&self, settings: &Settings) -> Result<State, gst::ErrorMessage> {
+        let Some(model) = settings.model.clone() else {
+            return Err(gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ["no model: set the `model` property to a SlowFast ONNX file (made by `trainer export`)"]
+            ));
+        };
+        if !model.is_file() {
+            return Err(gst::error_msg!(gst::ResourceError::NotFound, ["model {}: no such file", model.display()]));
+        }
+        let key = EngineKey {
+            model: model.canonicalize().unwrap_or(model.clone()),
+            backend: settings.backend.into(),
+            strict: settings.strict,
+            fp16: settings.fp16,
+            cache_dir: settings.engine_cache_dir.clone(),
+            threads: (settings.threads > 0).then_some(settings.threads as usize),
+        };
+        let engine = SharedEngine::get(&key).map_err(|e| {
+            gst::error_msg!(gst::LibraryError::Init, ["cannot load model {}: {e}", model.display()])
+        })?;
+        let labels = match &settings.labels {
+            None => engine.info.labels.clone(),
+            Some(path) => {
+                let labels = runtime::labels::read(path)
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::Read, ["labels: {e}"]))?;
+                if labels.len() != engine.info.num_classes {
+                    return Err(gst::error_msg!(
+                        gst::ResourceError::Read,
+                        [
+                            "labels {} list {} classes but model {} has {}",
+                            path.display(),
+                            labels.len(),
+                            model.display(),
+                            engine.info.num_classes
+                        ]
+                    ));
+                }
+                labels
+            }
+        };
+        let ring_config = RingConfig::from_model(&engine.info);
+        Ok(State {
+            engine,
+            labels: Arc::new(labels),
+            ring_config,
+            ring: None,
+            info: None,
+            window_pts: VecDeque::new(),
+            last_pts: None,
+            since_prediction: None,
+        })
+    }
+
+    /// Puts the frame into the ring and, when a prediction is due, hands
+    /// the window to the inference worker without waiting for it.
+    fn feed(
+        &self,
+        state: &mut State,
+        settings: &Settings,
+        info: &gst_video::VideoInfo,
+        buf: &gst::BufferRef,
+    ) -> Result<(), gst::FlowError> {
+        let pts = buf.pts();
+        if let (Some(last), Some(now), Some(duration)) = (state.last_pts, pts, frame_duration(info)) {
+            if now < last || now.saturating_sub(last) > duration * MAX_GAP_FRAMES {
+                gst::debug!(CAT, imp = self, "PTS jump {last} -> {now}: new window");
+                state.reset_window();
+            }
+        }
+        state.last_pts = pts;
+        let Some(ring) = state.ring.as_mut() else { return Err(gst::FlowError::NotNegotiated) };
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
+            gst::element_imp_error!(self, gst::StreamError::Decode, ["cannot map a {}x{} frame", info.width(), info.height()]);
+            gst::FlowError::Error
+        })?;
+        let pushed = frame::source(&frame).map_err(|e| e.to_string()).and_then(|src| ring.push(&src).map_err(|e| e.to_string()));
+        if let Err(e) = pushed {
+            gst::element_imp_error!(self, gst::StreamError::Format, ["{e}"]);
+            return Err(gst::FlowError::Error);
+        }
+        state.window_pts.push_back(pts);
+        while state.window_pts.len() > ring.capacity() {
+            state.window_pts.pop_front();
+        }
+        let since = state.since_prediction.map(|n| n + 1);
+        state.since_prediction = since;
+        let due = since.is_none_or(|n| n >= u64::from(settings.stride));
+        if !ring.is_ready() || !due {
+            return Ok(());
+        }
+        state.since_prediction = Some(0);
+        {
+            let mut pending = lock(&self.shared.pending);
+            if *pending >= settings.max_pending as usize {
+                self.shared.skipped.fetch_add(1, Ordering::Relaxed);
+                gst::debug!(CAT, imp = self, "{} clips in inference: window skipped", *pending);
+                return Ok(());
+            }
+            *pending += 1;
+        }
+        let clip = match ring.latest_window(SpatialCrop::Centre) {
+            Some(Ok(clip)) => clip,
+            other => {
+                self.finish_one();
+                if let Some(Err(e)) = other {
+                    gst::element_imp_warning!(self, gst::StreamError::Format, ["window not predicted: {e}"]);
+                }
+                return Ok(());
+            }
+        };
+        let span = (state.window_pts.front().copied().flatten(), state.window_pts.back().copied().flatten());
+        state.engine.submit(self.job(clip, span, settings, state.labels.clone()));
+        Ok(())
+    }
+
+    fn job(&self, clip: runtime::preprocess::Clip, span: Span, settings: &Settings, labels: Arc<Vec<String>>) -> Job {
+        let shared = self.shared.clone();
+        let element = self.obj().downgrade();
+        let generation = lock(&shared.results).generation;
+        let (top_k, threshold, smoothing) = (settings.top_k as usize, settings.threshold, settings.smoothing as usize);
+        Job {
+            clip,
+            done: Box::new(move |result| {
+                let element = element.upgrade();
+                match result {
+                    Ok(scores) => {
+                        let mut r = lock(&shared.results);
+                        if r.generation == generation {
+                            let smoothed = r.smoother.push(scores, smoothing);
+                            let p = Prediction::from_scores(r.next_index, &smoothed, &labels, top_k, threshold, span);
+                            r.next_index += 1;
+                            r.latest = Some(p.clone());
+                            drop(r);
+                            shared.predictions.fetch_add(1, Ordering::Relaxed);
+                            if let Some(el) = &element {
+                                let _ = el.post_message(gst::message::Element::builder(p.to_structure()).src(el).build());
+                            }
+                        }
+                    }
+                    Err(why) => {
+                        if let Some(el) = &element {
+                            gst::element_warning!(el, gst::LibraryError::Failed, ["inference failed: {why}"]);
+                        }
+                    }
+                }
+                let mut pending = lock(&shared.pending);
+                *pending = pending.saturating_sub(1);
+                shared.drained.notify_all();
+            }),
+        }
+    }
+
+    fn finish_one(&self) {
+        let mut pending = lock(&self.shared.pending);
+        *pending = pending.saturating_sub(1);
+        self.shared.drained.notify_all();
+    }
+
+    /// Waits until the clips in inference are predicted (and posted), so
+    /// the last prediction reaches the bus before EOS goes downstream.
+    fn drain(&self) {
+        let pending = lock(&self.shared.pending);
+        let (pending, timeout) = self
+            .shared
+            .drained
+            .wait_timeout_while(pending, EOS_DRAIN_TIMEOUT, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        if timeout.timed_out() {
+            gst::warning!(CAT, imp = self, "EOS: {} clips still in inference after {EOS_DRAIN_TIMEOUT:?}", *pending);
+        }
+    }
+}
+
+type Span = (Option<gst::ClockTime>, Option<gst::ClockTime>);
+
+fn frame_duration(info: &gst_video::VideoInfo) -> Option<gst::ClockTime> {
+    let fps = info.fps();
+    if fps.numer() <= 0 || fps.denom() <= 0 {
+        return None;
+    }
+    gst::ClockTime::SECOND.mul_div_floor(fps.denom() as u64, fps.numer() as u64)
+}

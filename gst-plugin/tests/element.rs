@@ -1,0 +1,342 @@
+//! `gst_check::Harness` tests of the `slowfast` element on the tiny model
+//! the runtime tests use.
+
+use std::path::PathBuf;
+use std::sync::Once;
+
+use gst::glib;
+use gst::prelude::*;
+use gst_check::Harness;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().expect("gst init");
+        gstslowfast::plugin_register_static().expect("register slowfast");
+    });
+}
+
+fn model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/fixtures/tiny_8x8.onnx")
+}
+
+const WIDTH: i32 = 96;
+const HEIGHT: i32 = 64;
+
+fn caps(format: &str, width: i32, height: i32) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", format)
+        .field("width", width)
+        .field("height", height)
+        .field("framerate", gst::Fraction::new(30, 1))
+        .build()
+}
+
+/// A harness around one element with a bus of its own (a lone element has
+/// none, and its messages are what several tests read).
+fn harness(props: &[(&str, &dyn ToValue)]) -> (Harness, gst::Bus) {
+    init();
+    // Configured before the harness starts it: start() loads the model.
+    let element = gst::ElementFactory::make("slowfast").build().expect("element");
+    element.set_property("model", model().display().to_string());
+    element.set_property_from_value("backend", &glib_enum_cpu(&element));
+    element.set_property("threads", 1u32);
+    for (name, value) in props {
+        element.set_property_from_value(name, &value.to_value());
+    }
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
+    h.set_src_caps(caps("I420", WIDTH, HEIGHT));
+    (h, bus)
+}
+
+fn glib_enum_cpu(element: &gst::Element) -> glib::Value {
+    let pspec = element.find_property("backend").expect("backend property");
+    let class = glib::EnumClass::with_type(pspec.value_type()).expect("enum");
+    class.to_value_by_nick("cpu").expect("cpu backend")
+}
+
+/// Frames one window spans at 30 fps, from the model's metadata.
+fn window() -> u64 {
+    let info = runtime::model_info::ModelInfo::from_file(&model()).expect("tiny model");
+    runtime::sampling::clip_size(info.fast_frames, info.sampling_rate, 30.0, info.target_fps).ceil() as u64
+}
+
+/// A frame whose content moves with `i`, so clips are not constant.
+fn frame(i: u64, format_size: usize) -> gst::Buffer {
+    let mut data = vec![0u8; format_size];
+    for (k, v) in data.iter_mut().enumerate() {
+        *v = ((k as u64 * 7 + i * 13) % 251) as u8;
+    }
+    let mut buf = gst::Buffer::from_mut_slice(data);
+    {
+        let b = buf.get_mut().expect("fresh buffer");
+        b.set_pts(gst::ClockTime::from_mseconds(i * 1000 / 30));
+        b.set_duration(gst::ClockTime::from_nseconds(1_000_000_000 / 30));
+    }
+    buf
+}
+
+fn i420_size(w: i32, h: i32) -> usize {
+    let (w, h) = (w as usize, h as usize);
+    w * h + 2 * w.div_ceil(2) * h.div_ceil(2)
+}
+
+fn predictions_on(bus: &gst::Bus) -> Vec<gst::Structure> {
+    let mut out = Vec::new();
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Element(e) = msg.view() {
+            if let Some(s) = e.structure() {
+                if s.name() == "slowfast" {
+                    out.push(s.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn errors_on(bus: &gst::Bus) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Error(e) = msg.view() {
+            out.push(format!("{} ({})", e.error(), e.debug().unwrap_or_default()));
+        }
+    }
+    out
+}
+
+#[test]
+fn frames_pass_unchanged_and_predictions_arrive_with_rois() {
+    let (mut h, bus) = harness(&[("stride", &8u32)]);
+    let size = i420_size(WIDTH, HEIGHT);
+    let mut first = None;
+    for i in 0..120 {
+        let input = frame(i, size);
+        let expected = input.map_readable().unwrap().as_slice().to_vec();
+        let out = h.push_and_pull(input).expect("buffer out");
+        assert_eq!(out.map_readable().unwrap().as_slice(), expected.as_slice(), "frame {i} changed");
+        assert_eq!(out.pts(), Some(gst::ClockTime::from_mseconds(i * 1000 / 30)));
+        let roi = out.meta::<gst_video::VideoRegionOfInterestMeta>();
+        if first.is_some() {
+            // Once a prediction exists, every buffer carries the latest one.
+            let roi = roi.unwrap_or_else(|| panic!("frame {i} carries no prediction"));
+            assert_eq!(roi.roi_type(), "slowfast");
+            assert_eq!(roi.rect(), (0, 0, WIDTH as u32, HEIGHT as u32));
+            let p = roi.param("slowfast").expect("parameter structure");
+            assert_eq!(p.get::<gst::Array>("scores").unwrap().len(), 5);
+            assert_eq!(p.get::<gst::Array>("labels").unwrap().len(), 5);
+        } else if i + 1 == window() {
+            // The first window is full: wait for its prediction.
+            first = Some(wait_for_prediction(&bus));
+        }
+    }
+    h.push_event(gst::event::Eos::new());
+    let first = first.expect("no prediction");
+    let start = first.get::<u64>("clip-start").unwrap();
+    let end = first.get::<u64>("clip-end").unwrap();
+    assert_eq!((start, end), (0, (window() - 1) * 1000 / 30 * 1_000_000), "clip PTS range");
+    let messages = 1 + predictions_on(&bus).len() as u64;
+    let element = h.element().unwrap();
+    let made: u64 = element.property("predictions");
+    let skipped: u64 = element.property("skipped");
+    assert_eq!(made, messages);
+    // Windows due: the first full one, then one every 8 frames.
+    assert_eq!(made + skipped, (120 - window()) / 8 + 1);
+    assert_eq!(element.property::<Option<String>>("provider").as_deref(), Some("CPU"));
+}
+
+#[test]
+fn eos_waits_for_the_pending_prediction() {
+    let (mut h, bus) = harness(&[("stride", &1000u32)]);
+    let size = i420_size(WIDTH, HEIGHT);
+    // Exactly one full window: the prediction is due on the last frame.
+    let element = h.element().unwrap();
+    for i in 0..window() {
+        h.push(frame(i, size)).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    // EOS is downstream only after the prediction was posted.
+    loop {
+        match h.pull_event() {
+            Ok(ev) if ev.type_() == gst::EventType::Eos => break,
+            Ok(_) => continue,
+            Err(_) => panic!("no EOS"),
+        }
+    }
+    assert_eq!(predictions_on(&bus).len(), 1);
+    assert_eq!(element.property::<u64>("predictions"), 1);
+}
+
+#[test]
+fn caps_change_starts_a_new_window() {
+    let (mut h, bus) = harness(&[("stride", &1u32), ("max-pending", &64u32)]);
+    let half = window() - 4;
+    for i in 0..half {
+        h.push(frame(i, i420_size(WIDTH, HEIGHT))).unwrap();
+    }
+    h.set_src_caps(caps("I420", 128, 96));
+    // Neither size alone fills a window.
+    for i in half..2 * half {
+        h.push(frame(i, i420_size(128, 96))).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    assert!(predictions_on(&bus).is_empty());
+}
+
+#[test]
+fn pts_gap_starts_a_new_window() {
+    let (mut h, bus) = harness(&[("stride", &1u32), ("max-pending", &64u32)]);
+    let size = i420_size(WIDTH, HEIGHT);
+    let half = window() - 4;
+    for i in (0..half).chain(1000..1000 + half) {
+        h.push(frame(i, size)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    assert!(predictions_on(&bus).is_empty());
+}
+
+/// Blocks until the element posts a prediction (inference is asynchronous).
+fn wait_for_prediction(bus: &gst::Bus) -> gst::Structure {
+    let msg = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Element])
+        .expect("no prediction within 30 s");
+    msg.structure().expect("message structure").to_owned()
+}
+
+#[test]
+fn draw_burns_the_label_into_the_frame() {
+    let (mut h, bus) = harness(&[("stride", &1000u32), ("draw", &true)]);
+    let size = i420_size(WIDTH, HEIGHT);
+    for i in 0..window() {
+        h.push_and_pull(frame(i, size)).unwrap();
+    }
+    assert_eq!(wait_for_prediction(&bus).name(), "slowfast");
+    for i in window()..window() + 5 {
+        let input = frame(i, size);
+        let expected = input.map_readable().unwrap().as_slice().to_vec();
+        let out = h.push_and_pull(input).unwrap();
+        assert!(out.meta::<gst_video::VideoRegionOfInterestMeta>().is_some(), "frame {i} has no prediction");
+        let got = out.map_readable().unwrap().as_slice().to_vec();
+        assert_ne!(got, expected, "frame {i} carries a prediction but nothing was drawn");
+        // Only the top-left box changes: the last luma row is intact.
+        let last_row = (HEIGHT as usize - 1) * WIDTH as usize;
+        assert_eq!(got[last_row..last_row + WIDTH as usize], expected[last_row..last_row + WIDTH as usize]);
+    }
+}
+
+#[test]
+fn accepts_rgb_nv12_rgba_bgrx() {
+    for (format, bpp_size) in [
+        ("RGB", (WIDTH * 3 * HEIGHT) as usize),
+        ("RGBA", (WIDTH * 4 * HEIGHT) as usize),
+        ("BGRx", (WIDTH * 4 * HEIGHT) as usize),
+        ("NV12", i420_size(WIDTH, HEIGHT)),
+    ] {
+        let (mut h, bus) = harness(&[("stride", &4u32)]);
+        h.set_src_caps(caps(format, WIDTH, HEIGHT));
+        for i in 0..72 {
+            h.push_and_pull(frame(i, bpp_size)).unwrap_or_else(|e| panic!("{format}: {e:?}"));
+        }
+        h.push_event(gst::event::Eos::new());
+        assert!(!predictions_on(&bus).is_empty(), "{format}: no prediction");
+    }
+}
+
+fn refuses_to_start(props: &[(&str, &dyn ToValue)], expect: &[&str]) {
+    init();
+    let element = gst::ElementFactory::make("slowfast").build().unwrap();
+    element.set_property("model", model().display().to_string());
+    for (name, value) in props {
+        element.set_property_from_value(name, &value.to_value());
+    }
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    assert!(element.set_state(gst::State::Paused).is_err(), "state change accepted");
+    let errors = errors_on(&bus).join("\n");
+    for e in expect {
+        assert!(errors.contains(e), "error {errors:?} does not mention {e:?}");
+    }
+    let _ = element.set_state(gst::State::Null);
+}
+
+#[test]
+fn missing_model_refuses_the_state_change() {
+    refuses_to_start(&[("model", &"/nonexistent/model.onnx")], &["/nonexistent/model.onnx", "no such file"]);
+}
+
+#[test]
+fn broken_model_refuses_the_state_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.onnx");
+    std::fs::write(&path, b"definitely not protobuf").unwrap();
+    refuses_to_start(&[("model", &path.display().to_string())], &["broken.onnx"]);
+}
+
+#[test]
+fn labels_that_do_not_match_refuse_the_state_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.txt");
+    std::fs::write(&path, "only\ntwo\n").unwrap();
+    refuses_to_start(&[("labels", &path.display().to_string())], &["labels.txt", "2 classes"]);
+}
+
+#[test]
+fn strict_mode_without_the_provider_refuses_the_state_change() {
+    init();
+    let element = gst::ElementFactory::make("slowfast").build().unwrap();
+    let pspec = element.find_property("backend").unwrap();
+    let class = glib::EnumClass::with_type(pspec.value_type()).unwrap();
+    let cuda = class.to_value_by_nick("cuda").unwrap();
+    refuses_to_start(&[("backend", &cuda), ("strict", &true)], &["CUDA"]);
+}
+
+#[test]
+fn two_elements_share_one_engine_and_both_predict() {
+    let (mut a, bus_a) = harness(&[("stride", &8u32)]);
+    let (mut b, bus_b) = harness(&[("stride", &8u32)]);
+    let size = i420_size(WIDTH, HEIGHT);
+    for i in 0..80 {
+        a.push(frame(i, size)).unwrap();
+        b.push(frame(i + 5, size)).unwrap();
+    }
+    a.push_event(gst::event::Eos::new());
+    b.push_event(gst::event::Eos::new());
+    assert!(!predictions_on(&bus_a).is_empty());
+    assert!(!predictions_on(&bus_b).is_empty());
+}
+
+#[test]
+fn restarts_after_going_back_to_null() {
+    let (mut h, bus) = harness(&[("stride", &8u32)]);
+    let size = i420_size(WIDTH, HEIGHT);
+    for i in 0..70 {
+        h.push(frame(i, size)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let element = h.element().unwrap();
+    let before = predictions_on(&bus).len();
+    assert!(before > 0);
+    element.set_state(gst::State::Null).unwrap();
+    element.set_state(gst::State::Playing).unwrap();
+    assert_eq!(element.property::<u64>("predictions"), 0);
+}
+
+#[test]
+fn flush_starts_a_new_window() {
+    let (mut h, bus) = harness(&[("stride", &1u32)]);
+    let size = i420_size(WIDTH, HEIGHT);
+    let half = window() - 4;
+    for i in 0..half {
+        h.push(frame(i, size)).unwrap();
+    }
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()));
+    for i in half..2 * half {
+        h.push(frame(i, size)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    assert!(predictions_on(&bus).is_empty());
+}
