@@ -25,9 +25,16 @@ pub fn preprocess(frames: &Tensor, crop: i64, mean: [f64; 3], std: [f64; 3]) -> 
     let x = frames.to_kind(Kind::Float) / 255.0;
     let x = x.permute([0, 3, 1, 2]); // [T, 3, H, W]
     let (h, w) = (x.size()[2], x.size()[3]);
-    let (nh, nw) = if h <= w { (crop, (w * crop + h / 2) / h) } else { ((h * crop + w / 2) / w, crop) };
+    // PySlowFast's short-side scale floors the long side
+    // (`int(math.floor(long / short * size))`) and its centre crop rounds
+    // the offset up (`math.ceil((dim - size) / 2)`).
+    let (nh, nw) = if h <= w {
+        (crop, (w as f64 / h as f64 * crop as f64).floor() as i64)
+    } else {
+        ((h as f64 / w as f64 * crop as f64).floor() as i64, crop)
+    };
     let x = x.upsample_bilinear2d([nh, nw], false, None, None);
-    let (y0, x0) = ((nh - crop) / 2, (nw - crop) / 2);
+    let (y0, x0) = ((nh - crop + 1) / 2, (nw - crop + 1) / 2);
     let x = x.narrow(2, y0, crop).narrow(3, x0, crop);
     let mean = Tensor::from_slice(&mean.map(|v| v as f32)).view([1, 3, 1, 1]);
     let std = Tensor::from_slice(&std.map(|v| v as f32)).view([1, 3, 1, 1]);
