@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every benchmark of BENCHMARKS.md, each beside its reference implementation
+# in the same run. Run it on an otherwise idle machine:
+#
+#   bash scripts/bench.sh 2>&1 | tee bench.log
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$repo/scripts/setup.sh"
+bash "$repo/scripts/setup-pyref.sh" >&2
+cd "$repo"
+cargo build --quiet --release -p trainer -p runtime -p gst-plugin-slowfast
+py="$SLOWFAST_CACHE/pyref/bin/python"
+bin="$CARGO_TARGET_DIR/release"
+work="$SLOWFAST_CACHE/bench"
+mkdir -p "$work"
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+
+echo "## SlowFast R50 8x8 forward, batch 1, 224, 2 threads: trainer (tch) vs PyTorch eager"
+"$bin/trainer" bench --arch slowfast_8x8_r50 --size 224 --threads 2 --iters 10 --pytorch "$py"
+
+echo "## Exported R50 8x8 at 224 on the CPU engine vs Python ONNX Runtime (same file), and preprocessing"
+model="$work/slowfast_8x8_r50_224.onnx"
+[ -f "$model" ] || "$bin/trainer" export --arch slowfast_8x8_r50 --random-init \
+  --labels ../shared/data/labels/kinetics400.txt --crop 224 --out "$model"
+"$bin/slowfast" bench --model "$model" --threads 2 --iters 10 --python "$py"
