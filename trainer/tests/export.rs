@@ -7,23 +7,23 @@
 //! ONNX Runtime is loaded from `ORT_DYLIB_PATH` (set by `.cargo/config.toml`
 //! after `scripts/setup.sh`).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use serde::Deserialize;
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Kind, Tensor};
 use trainer::export::metadata::{self, KEYS};
 use trainer::export::{
     ExportOptions, INPUT_FAST, INPUT_SLOW, OPSET, PRODUCER_NAME, export_onnx, output_name, write_model,
 };
 use trainer::labels;
 use trainer::model::{EvalOutput, HeadPool, ModelConfig, Preset, SlowFast};
-use trainer::weights::{self, LoadMode};
+
+mod common;
+use common::{Fixture, fixture, max_abs};
 
 const TOLERANCE: f64 = 1e-4;
 
@@ -61,58 +61,6 @@ fn run(session: &mut Session, slow: &Tensor, fast: &Tensor, output: &str) -> Res
         session.run(ort::inputs![INPUT_SLOW => to_ort(slow), INPUT_FAST => to_ort(fast)]).map_err(|e| e.to_string())?;
     let (shape, data) = outputs[output].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
     Ok(Tensor::from_slice(data).view(&shape[..]))
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size(), "shapes differ");
-    (a - b).abs().max().double_value(&[])
-}
-
-#[derive(Deserialize)]
-struct FixtureConfig {
-    depth: u32,
-    width_per_group: i64,
-    beta_inv: i64,
-    alpha: i64,
-    fusion_kernel: i64,
-    fusion_conv_channel_ratio: i64,
-    num_classes: i64,
-    dropout: f64,
-}
-
-struct Fixture {
-    model: SlowFast,
-    io: BTreeMap<String, Tensor>,
-    _vs: nn::VarStore,
-}
-
-fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// A parity fixture's model (weights loaded strictly) with `head_pool`.
-fn fixture(name: &str, head_pool: HeadPool) -> Fixture {
-    let dir = fixtures_dir();
-    let text = std::fs::read_to_string(dir.join(format!("{name}_config.json"))).expect("fixture config");
-    let f: FixtureConfig = serde_json::from_str(&text).expect("fixture config JSON");
-    let config = ModelConfig {
-        depth: f.depth,
-        width_per_group: f.width_per_group,
-        beta_inv: f.beta_inv,
-        alpha: f.alpha,
-        fusion_kernel_size: f.fusion_kernel,
-        fusion_conv_channel_ratio: f.fusion_conv_channel_ratio,
-        num_classes: f.num_classes,
-        dropout: f.dropout,
-        head_pool,
-        ..Preset::SlowFast8x8R50.config()
-    };
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = SlowFast::new(&vs.root(), &config).expect("fixture model");
-    weights::load(&mut vs, &dir.join(format!("{name}_weights.safetensors")), LoadMode::Strict)
-        .expect("fixture weights");
-    let io = weights::read(&dir.join(format!("{name}_io.safetensors"))).expect("fixture io");
-    Fixture { model, io, _vs: vs }
 }
 
 /// Export options matching a fixture clip (`[N, 3, T, H, W]` fast input).

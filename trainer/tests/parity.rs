@@ -6,64 +6,15 @@
 //! them. Tolerances: eval outputs within 1e-4 max abs; train-mode loss and
 //! gradients within 1e-4 relative (to the largest gradient entry), fp32 CPU.
 
-use std::path::PathBuf;
+use tch::{Kind, Tensor};
+use trainer::model::{EvalOutput, HeadPool};
+use trainer::weights;
 
-use serde::Deserialize;
-use tch::{Device, Kind, Tensor, nn};
-use trainer::model::{EvalOutput, HeadPool, ModelConfig, Preset, SlowFast};
-use trainer::weights::{self, LoadMode};
-
-#[derive(Deserialize)]
-struct FixtureConfig {
-    depth: u32,
-    width_per_group: i64,
-    beta_inv: i64,
-    alpha: i64,
-    fusion_kernel: i64,
-    fusion_conv_channel_ratio: i64,
-    num_classes: i64,
-    dropout: f64,
-}
-
-struct Fixture {
-    vs: nn::VarStore,
-    model: SlowFast,
-    io: std::collections::BTreeMap<String, Tensor>,
-}
-
-fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+mod common;
+use common::{Fixture, fixtures_dir, max_abs};
 
 fn fixture(name: &str) -> Fixture {
-    fixture_with(name, HeadPool::Global)
-}
-
-fn fixture_with(name: &str, head_pool: HeadPool) -> Fixture {
-    let dir = fixtures_dir();
-    let text = std::fs::read_to_string(dir.join(format!("{name}_config.json"))).unwrap();
-    let f: FixtureConfig = serde_json::from_str(&text).unwrap();
-    let config = ModelConfig {
-        depth: f.depth,
-        width_per_group: f.width_per_group,
-        beta_inv: f.beta_inv,
-        alpha: f.alpha,
-        fusion_kernel_size: f.fusion_kernel,
-        fusion_conv_channel_ratio: f.fusion_conv_channel_ratio,
-        num_classes: f.num_classes,
-        dropout: f.dropout,
-        head_pool,
-        ..Preset::SlowFast8x8R50.config()
-    };
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = SlowFast::new(&vs.root(), &config).unwrap();
-    weights::load(&mut vs, &dir.join(format!("{name}_weights.safetensors")), LoadMode::Strict).unwrap();
-    let io = weights::read(&dir.join(format!("{name}_io.safetensors"))).unwrap();
-    Fixture { vs, model, io }
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).abs().max().double_value(&[])
+    common::fixture(name, HeadPool::Global)
 }
 
 fn check_eval(name: &str) {
@@ -133,7 +84,7 @@ fn fixed_head_pool_kernels_match_reference() {
         v.try_into().unwrap()
     };
     let pool = HeadPool::Kernel { slow: kernel("head_pool_slow"), fast: kernel("head_pool_fast") };
-    let mut f = fixture_with("tiny_8x8", pool);
+    let mut f = common::fixture("tiny_8x8", pool);
     let (slow, fast) = (&f.io["slow"], &f.io["fast"]);
     let probs = tch::no_grad(|| f.model.forward_t(slow, fast, false)).unwrap();
     let d = max_abs(&probs, &expected["eval_probs"]);
