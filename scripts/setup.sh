@@ -9,6 +9,8 @@
 # `.cargo/config.toml` finds them. Nothing has to be exported by the user.
 #
 # Source it (`. scripts/setup.sh`) to also get CARGO_TARGET_DIR and friends.
+# When sourced, the caller's shell options come back at the end.
+_slowfast_opts="$(set +o)"
 set -euo pipefail
 export PIP_ROOT_USER_ACTION=ignore
 
@@ -75,3 +77,5 @@ export ORT_DYLIB_PATH="$repo/.deps/libonnxruntime.so"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SLOWFAST_CACHE/target}"
 log "libtorch: $(readlink -f "$LIBTORCH")"
 log "onnxruntime: $(readlink -f "$ORT_DYLIB_PATH")"
+eval "$_slowfast_opts"
+unset _slowfast_opts

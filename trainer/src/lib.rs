@@ -2,8 +2,12 @@
 //! compute, shared by the `trainer` command.
 
 pub mod clip;
+pub mod data;
 pub mod export;
 pub mod model;
+pub mod recipe;
+pub mod synth;
+pub mod train;
 pub mod weights;
 
 /// Class-name files, shared with the runtime.

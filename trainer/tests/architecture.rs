@@ -144,9 +144,9 @@ fn train_forward_counts_batches_in_every_bn() {
     let (vs, model) = build(&tiny());
     let fast = Tensor::randn([2, 3, 8, 32, 32], (Kind::Float, Device::Cpu));
     let slow = fast.narrow(2, 0, 2);
-    model.forward_t(&slow, &fast, true).unwrap();
-    model.forward_t(&slow, &fast, true).unwrap();
-    tch::no_grad(|| model.forward_t(&slow, &fast, false)).unwrap();
+    let _ = model.forward_t(&slow, &fast, true).unwrap();
+    let _ = model.forward_t(&slow, &fast, true).unwrap();
+    let _ = tch::no_grad(|| model.forward_t(&slow, &fast, false)).unwrap();
     for (name, t) in vs.variables() {
         if name.ends_with("num_batches_tracked") {
             assert_eq!(t.int64_value(&[]), 2, "{name}");

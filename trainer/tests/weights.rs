@@ -27,7 +27,7 @@ fn save_then_load_gives_the_same_network_bn_statistics_included() {
     tch::manual_seed(3);
     let (vs_a, a) = build(&tiny(6));
     let (slow, fast) = clip();
-    a.forward_t(&slow, &fast, true).unwrap(); // moves running statistics
+    let _ = a.forward_t(&slow, &fast, true).unwrap(); // moves running statistics
     weights::save(&vs_a, &path).unwrap();
 
     tch::manual_seed(4);

@@ -1,10 +1,15 @@
 //! Command-line front end: one module per subcommand.
 
 mod bench;
+mod check_data;
 #[cfg(feature = "video")]
 mod demo;
 mod export;
 mod info;
+#[cfg(feature = "video")]
+mod synth;
+mod test;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +31,15 @@ enum Command {
     Bench(bench::Args),
     /// Write the network as an ONNX model (opset 17) that describes itself.
     Export(export::Args),
+    /// Train a recipe; rerunning the same command resumes from the latest checkpoint.
+    Train(train::Args),
+    /// Multi-view test (temporal views x spatial crops) with per-class accuracy.
+    Test(test::Args),
+    /// Write the synthetic motion data set as H.264 MP4 clips with lists.
+    #[cfg(feature = "video")]
+    Synth(synth::Args),
+    /// Open every video of a list and write the unreadable ones to a file.
+    CheckData(check_data::Args),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -35,5 +49,10 @@ pub fn run() -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Export(a) => export::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Test(a) => test::run(a),
+        #[cfg(feature = "video")]
+        Command::Synth(a) => synth::run(a),
+        Command::CheckData(a) => check_data::run(a),
     }
 }

@@ -1,0 +1,31 @@
+//! Training data: video lists, decoding (GStreamer, frame folders, or the
+//! in-memory synthetic set), PySlowFast's clip sampling and augmentation,
+//! and a parallel, prefetching, seed-deterministic loader that skips and
+//! reports unreadable videos instead of stopping.
+
+#[cfg(feature = "video")]
+pub mod decode;
+pub mod frames;
+pub mod list;
+pub mod loader;
+pub mod rng;
+pub mod source;
+pub mod transform;
+
+pub use list::{Sample, read_list};
+pub use loader::{Batch, Failure, Loader, LoaderOptions, Mode};
+pub use source::{RawClip, Source};
+
+/// Why one sample could not be read; the loader counts it and moves on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{name}: {why}")]
+pub struct SampleError {
+    pub name: String,
+    pub why: String,
+}
+
+impl SampleError {
+    pub fn new(name: impl Into<String>, why: impl std::fmt::Display) -> Self {
+        SampleError { name: name.into(), why: why.to_string() }
+    }
+}

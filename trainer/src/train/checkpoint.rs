@@ -1,0 +1,120 @@
+//! Checkpoints: `checkpoint_epoch_NNNNN.safetensors` (weights with
+//! PySlowFast names, loadable by `trainer::weights`), `.optim.safetensors`
+//! (momentum buffers) and `.json` (epoch, iteration, schedule, seeds and
+//! the model). Each file is written to a temporary name, synced and
+//! renamed; the JSON goes last, so a checkpoint exists only once complete.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Tensor, nn};
+
+use crate::model::ModelConfig;
+
+/// Everything beyond the tensors needed to continue a run where it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub format: u32,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimisation steps taken.
+    pub global_iter: u64,
+    /// LR of the last step.
+    pub lr: f64,
+    /// Seed of weights, data order, augmentation and dropout. Data order,
+    /// augmentation and dropout are drawn from (seed, epoch, position), so
+    /// `seed` and `epoch` are their whole state.
+    pub seed: u64,
+    pub model: ModelConfig,
+    pub recipe_name: String,
+    pub best_val_top1: Option<f64>,
+}
+
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {why}")]
+    Io { path: PathBuf, why: String },
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Io { path: path.to_path_buf(), why: e.to_string() }
+}
+
+/// Writes through a temporary file in the same folder, synced before the
+/// rename and the folder synced after, so a crash leaves old or new.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), CheckpointError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    write(&tmp).map_err(|e| io(path, e))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io(dir, e))?;
+    Ok(())
+}
+
+pub fn write_text_atomic(path: &Path, text: &str) -> Result<(), CheckpointError> {
+    write_atomic(path, |tmp| {
+        let mut f = std::fs::File::create(tmp).map_err(|e| e.to_string())?;
+        f.write_all(text.as_bytes()).map_err(|e| e.to_string())
+    })
+}
+
+pub struct Paths {
+    pub weights: PathBuf,
+    pub optim: PathBuf,
+    pub state: PathBuf,
+}
+
+pub fn paths(dir: &Path, epoch: usize) -> Paths {
+    let stem = dir.join(format!("checkpoint_epoch_{epoch:05}"));
+    Paths {
+        weights: stem.with_extension("safetensors"),
+        optim: stem.with_extension("optim.safetensors"),
+        state: stem.with_extension("json"),
+    }
+}
+
+pub fn save(dir: &Path, vs: &nn::VarStore, optim: &[(String, Tensor)], state: &TrainState) -> Result<Paths, CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let p = paths(dir, state.epoch);
+    write_atomic(&p.weights, |tmp| crate::weights::save(vs, tmp).map_err(|e| e.to_string()))?;
+    write_atomic(&p.optim, |tmp| {
+        let named: Vec<(&str, &Tensor)> = optim.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        Tensor::write_safetensors(&named, tmp).map_err(|e| e.to_string())
+    })?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| io(&p.state, e))?;
+    write_text_atomic(&p.state, &json)?;
+    Ok(p)
+}
+
+/// The complete checkpoint of the highest epoch in `dir`, if any.
+pub fn latest(dir: &Path) -> Option<(usize, Paths)> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_prefix("checkpoint_epoch_")?.strip_suffix(".json")?.parse::<usize>().ok()
+        })
+        .filter(|&epoch| {
+            let p = paths(dir, epoch);
+            p.weights.is_file() && p.optim.is_file()
+        })
+        .max()
+        .map(|epoch| (epoch, paths(dir, epoch)))
+}
+
+pub fn read_state(p: &Paths) -> Result<(TrainState, HashMap<String, Tensor>), CheckpointError> {
+    let text = std::fs::read_to_string(&p.state).map_err(|e| io(&p.state, e))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| io(&p.state, e))?;
+    if state.format != FORMAT {
+        return Err(io(&p.state, format!("checkpoint format {} is not {FORMAT}", state.format)));
+    }
+    let optim = Tensor::read_safetensors(&p.optim).map_err(|e| io(&p.optim, e))?.into_iter().collect();
+    Ok((state, optim))
+}

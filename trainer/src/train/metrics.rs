@@ -1,0 +1,177 @@
+//! Run records: `metrics.jsonl` (one JSON object per line: training
+//! iterations, epoch summaries with unreadable videos, validations), the
+//! terminal progress bar or plain log lines, and PNG plots of loss, LR and
+//! accuracy beside the checkpoints.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use serde_json::{Value, json};
+
+pub struct Metrics {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Metrics {
+    /// Opens `dir/metrics.jsonl`, keeping only records of epochs up to
+    /// `resume_epoch`: what a killed run wrote after its last checkpoint is
+    /// about to be redone.
+    pub fn open(dir: &Path, resume_epoch: usize) -> std::io::Result<Self> {
+        let path = dir.join("metrics.jsonl");
+        let kept: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("epoch").and_then(Value::as_u64))
+                    .is_some_and(|e| e as usize <= resume_epoch)
+            })
+            .map(str::to_string)
+            .collect();
+        let mut text = kept.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        std::fs::write(&path, text)?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        Ok(Metrics { path, file })
+    }
+
+    pub fn record(&mut self, value: Value) -> std::io::Result<()> {
+        writeln!(self.file, "{value}")?;
+        self.file.flush()
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// A progress bar on a terminal, plain lines every `log_period` iterations
+/// otherwise (logs, CI).
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    log_period: usize,
+}
+
+impl Progress {
+    pub fn new(log_period: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})") {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        Progress { bar, log_period: log_period.max(1) }
+    }
+
+    pub fn start_epoch(&self, epoch: usize, max_epoch: usize, iters: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(iters as u64);
+            bar.set_position(0);
+            bar.set_prefix(format!("epoch {epoch}/{max_epoch}"));
+        }
+    }
+
+    pub fn iteration(&self, epoch: usize, iter: usize, iters: usize, loss: f64, lr: f64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(iter as u64);
+                bar.set_message(format!("loss {loss:.4} lr {lr:.5}"));
+            }
+            None if iter % self.log_period == 0 || iter == iters => {
+                eprintln!("epoch {epoch} iter {iter}/{iters} loss {loss:.4} lr {lr:.6}");
+            }
+            None => {}
+        }
+    }
+
+    pub fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Writes `loss.png`, `lr.png` and `accuracy.png` into `dir` from the
+/// records. The bitmap backend has no font here (no system fonts needed),
+/// so the charts carry a grid, no text: the file name says what is drawn,
+/// x is the global iteration (epoch for accuracy), y spans the data range.
+pub fn plot(dir: &Path, records: &[Value]) -> Result<(), String> {
+    let series = |kind: &str, x: &str, y: &str| -> Vec<(f64, f64)> {
+        records
+            .iter()
+            .filter(|r| r.get("kind").and_then(Value::as_str) == Some(kind))
+            .filter_map(|r| Some((r.get(x)?.as_f64()?, r.get(y)?.as_f64()?)))
+            .filter(|(a, b)| a.is_finite() && b.is_finite())
+            .collect()
+    };
+    let charts = [
+        ("loss.png", vec![series("train", "global_iter", "loss")]),
+        ("lr.png", vec![series("train", "global_iter", "lr")]),
+        ("accuracy.png", vec![series("val", "epoch", "top1"), series("val", "epoch", "top5")]),
+    ];
+    for (name, lines) in charts {
+        if lines.iter().all(|l| l.is_empty()) {
+            continue;
+        }
+        let png = draw(&lines)?;
+        super::checkpoint::write_atomic(&dir.join(name), |tmp| std::fs::write(tmp, &png).map_err(|e| e.to_string()))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn draw(lines: &[Vec<(f64, f64)>]) -> Result<Vec<u8>, String> {
+    const W: u32 = 640;
+    const H: u32 = 360;
+    let pts = lines.iter().flatten();
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-9);
+    let mut buf = vec![0u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+            .map_err(|e| e.to_string())?;
+        chart.configure_mesh().disable_x_mesh().draw().map_err(|e| e.to_string())?;
+        for (i, line) in lines.iter().enumerate() {
+            let colour = [BLUE, RED, GREEN][i % 3];
+            chart.draw_series(LineSeries::new(line.iter().copied(), colour.stroke_width(2))).map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    let img = image::RgbImage::from_raw(W, H, buf).ok_or("plot buffer has the wrong size")?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).map_err(|e| e.to_string())?;
+    Ok(png)
+}
+
+pub fn train_record(epoch: usize, iter: usize, global_iter: u64, loss: f64, lr: f64, top1_err: f64, secs: f64) -> Value {
+    json!({"kind": "train", "epoch": epoch, "iter": iter, "global_iter": global_iter, "loss": loss, "lr": lr,
+           "top1_err": top1_err, "time_s": secs})
+}

@@ -1,0 +1,72 @@
+//! Precise BN (Wu & Johnson 2021, PySlowFast's `update_bn_stats`): the
+//! running statistics, an exponential average over weights that kept
+//! changing, are replaced by the plain average of per-batch statistics
+//! under the final weights.
+
+use std::collections::BTreeMap;
+
+use tch::{Tensor, nn};
+
+use crate::data::{Loader, loader::LoaderError};
+use crate::model::SlowFast;
+
+/// Recomputes every BN layer's running mean and variance over up to
+/// `num_batches` batches of epoch `epoch_key` of `loader`; returns the
+/// batches used. `num_batches_tracked` is left as training made it.
+pub fn update_bn_stats(
+    model: &SlowFast,
+    vs: &nn::VarStore,
+    loader: &Loader,
+    epoch_key: u64,
+    num_batches: usize,
+) -> Result<usize, LoaderError> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let layers: Vec<(Tensor, Tensor)> = vars
+        .iter()
+        .filter_map(|(name, mean)| {
+            let module = name.strip_suffix(".running_mean")?;
+            Some((mean.shallow_clone(), vars.get(&format!("{module}.running_var"))?.shallow_clone()))
+        })
+        .collect();
+    let counters: Vec<(Tensor, Tensor)> = vars
+        .iter()
+        .filter(|(n, _)| n.ends_with(".num_batches_tracked"))
+        .map(|(_, t)| (t.shallow_clone(), t.copy()))
+        .collect();
+    let momentum = model.config.bn_momentum;
+    let mut sums: Vec<(Tensor, Tensor)> = layers.iter().map(|(m, v)| (m.zeros_like(), v.zeros_like())).collect();
+    let device = layers.first().map(|(m, _)| m.device()).unwrap_or(tch::Device::Cpu);
+    let mut used = 0usize;
+    for batch in loader.epoch(epoch_key).take(num_batches) {
+        let batch = batch?;
+        tch::no_grad(|| -> Result<(), LoaderError> {
+            for (m, v) in &layers {
+                let (mut m, mut v) = (m.shallow_clone(), v.shallow_clone());
+                let _ = m.zero_();
+                let _ = v.zero_();
+            }
+            // From zero, one update leaves momentum x the batch statistic.
+            let _ = model.forward_t(&batch.slow.to_device(device), &batch.fast.to_device(device), true);
+            for ((m, v), (sm, sv)) in layers.iter().zip(sums.iter_mut()) {
+                let _ = sm.g_add_(&(m / momentum));
+                let _ = sv.g_add_(&(v / momentum));
+            }
+            Ok(())
+        })?;
+        used += 1;
+    }
+    if used > 0 {
+        tch::no_grad(|| {
+            for ((m, v), (sm, sv)) in layers.iter().zip(sums.iter()) {
+                let (mut m, mut v) = (m.shallow_clone(), v.shallow_clone());
+                m.copy_(&(sm / used as f64));
+                v.copy_(&(sv / used as f64));
+            }
+            for (t, saved) in &counters {
+                let mut t = t.shallow_clone();
+                t.copy_(saved);
+            }
+        });
+    }
+    Ok(used)
+}
