@@ -7,7 +7,7 @@
 //! ONNX Runtime is loaded from `ORT_DYLIB_PATH` (set by `.cargo/config.toml`
 //! after `scripts/setup.sh`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -367,4 +367,30 @@ fn library_refuses_bad_options_by_field() {
 
     let e = write_model(Path::new("/nonexistent-dir/m.onnx"), b"x").expect_err("missing dir").to_string();
     assert!(e.contains("/nonexistent-dir") && e.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn cli_exports_from_a_training_recipe() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("demo.onnx");
+    let recipe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/demo_synth_cpu.yaml");
+    let (ok, err) = trainer_export(&["--config", path_str(&recipe), "--random-init", "--out", path_str(&out)]);
+    assert!(ok, "{err}");
+    let session = session_builder().commit_from_file(&out).expect("ONNX Runtime loads the export");
+    let meta = session.metadata().expect("metadata");
+    assert_eq!(meta.custom(metadata::KEY_ARCH).as_deref(), Some("custom"));
+    assert_eq!(meta.custom(metadata::KEY_FAST_FRAMES).as_deref(), Some("16"));
+    assert_eq!(meta.custom(metadata::KEY_CROP_SIZE).as_deref(), Some("64"));
+    let labels: Vec<String> = serde_json::from_str(&meta.custom(metadata::KEY_LABELS).expect("labels")).expect("JSON");
+    assert_eq!(labels, trainer::synth::CLASSES.map(String::from).to_vec());
+    let recipe_text = meta.custom(metadata::KEY_RECIPE).expect("recipe");
+    assert!(recipe_text.contains("name: demo_synth_cpu"));
+
+    // A recipe whose lists need a labels file says so.
+    let lists = dir.path().join("k400.yaml");
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/slowfast_8x8_r50.yaml"))
+        .expect("recipe");
+    std::fs::write(&lists, text).expect("copy");
+    let (ok, err) = trainer_export(&["--config", path_str(&lists), "--random-init", "--out", path_str(&out)]);
+    assert!(!ok && err.contains("k400.yaml") && err.contains("--labels"), "{err}");
 }

@@ -24,6 +24,15 @@
 //! - `--recipe TEXT` or `--recipe-file FILE`: the training recipe, kept in
 //!   the metadata for provenance.
 //!
+//! - `--config RECIPE.yaml` instead of `--arch`: the model (any widths),
+//!   clip, normalisation, crop (the test crop) and recipe text come from the
+//!   training recipe, and for the synthetic data set the class names too:
+//!
+//!   ```text
+//!   trainer export --config configs/demo_synth_cpu.yaml \
+//!       --weights runs/demo/checkpoints/checkpoint_epoch_12.safetensors --out models/demo/model.onnx
+//!   ```
+//!
 //! The file is written atomically (temporary file, then rename).
 
 use std::path::PathBuf;
@@ -34,6 +43,7 @@ use tch::{Device, nn};
 use trainer::export::{self, ExportOptions};
 use trainer::labels;
 use trainer::model::{EvalOutput, Preset, SlowFast};
+use trainer::recipe::{Dataset, Recipe};
 use trainer::weights::{self, LoadMode};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -44,8 +54,13 @@ enum Output {
 
 #[derive(ClapArgs)]
 pub struct Args {
-    #[arg(long, value_enum)]
-    arch: Preset,
+    /// A published architecture (or give --config).
+    #[arg(long, value_enum, required_unless_present = "config", conflicts_with = "config")]
+    arch: Option<Preset>,
+    /// Training recipe: model, clip, normalisation, test crop and (for the
+    /// synthetic set) class names come from it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Safetensors weights with PySlowFast names.
     #[arg(long, conflicts_with = "random_init")]
     weights: Option<PathBuf>,
@@ -87,12 +102,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(path) = a.config.clone() {
+        return run_recipe(a, &path);
+    }
+    let Some(arch) = a.arch else { bail!("give --arch PRESET or --config RECIPE.yaml") };
     if a.weights.is_none() && !a.random_init {
         bail!("no weights: give --weights FILE.safetensors, or --random-init to export untrained weights on purpose");
     }
     // Cheap checks first, so a typo fails before the network is built.
     export::check_output_path(&a.out)?;
-    let mut config = a.arch.config();
+    let mut config = arch.config();
     if let Some(n) = a.num_classes {
         if n < 1 {
             bail!("--num-classes must be at least 1, got {n}");
@@ -105,7 +124,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             if names.len() as i64 != config.num_classes {
                 let source = match a.num_classes {
                     Some(_) => "--num-classes".to_string(),
-                    None => format!("the {} preset; --num-classes changes it", a.arch.name()),
+                    None => format!("the {} preset; --num-classes changes it", arch.name()),
                 };
                 bail!(
                     "{}: {} labels, but the model has {} classes ({source})",
@@ -136,7 +155,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         weights::load(&mut vs, w, LoadMode::Strict)?;
     }
     let opts = ExportOptions {
-        arch: Some(a.arch),
+        arch: Some(arch),
         output: match a.output {
             Output::Probabilities => EvalOutput::Probabilities,
             Output::Logits => EvalOutput::Logits,
@@ -151,14 +170,64 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let bytes = export::export_onnx(&model, &opts)?;
     export::write_model(&a.out, &bytes)?;
+    report(&a, &config, &opts, bytes.len(), arch.name());
+    Ok(())
+}
 
-    let side = if a.dynamic_spatial { "H x W (dynamic)".to_string() } else { format!("{0} x {0}", a.crop) };
-    println!("wrote {} ({:.1} MB, ONNX opset {})", a.out.display(), bytes.len() as f64 / 1e6, export::OPSET);
+/// `--config`: everything but the weights and the output comes from the recipe.
+fn run_recipe(a: Args, path: &std::path::Path) -> anyhow::Result<()> {
+    if a.weights.is_none() && !a.random_init {
+        bail!("no weights: give --weights FILE.safetensors, or --random-init to export untrained weights on purpose");
+    }
+    export::check_output_path(&a.out)?;
+    let recipe = Recipe::load(path)?;
+    let config = recipe
+        .model_config()
+        .map_err(|(key, why)| anyhow::anyhow!("{}: `{key}`: {why}", path.display()))?;
+    let names = match (&a.labels, &recipe.data.dataset) {
+        (Some(file), _) => labels::read(file)?,
+        (None, Dataset::Synthetic(_)) => trainer::synth::CLASSES.iter().map(|c| c.to_string()).collect(),
+        (None, Dataset::Lists(_)) => bail!("{}: give --labels FILE for the classes of its lists", path.display()),
+    };
+    if names.len() as i64 != config.num_classes {
+        bail!("{} class names, but {} has `model.num_classes` {}", names.len(), path.display(), config.num_classes);
+    }
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = SlowFast::new(&vs.root(), &config)?;
+    if let Some(w) = &a.weights {
+        weights::load(&mut vs, w, LoadMode::Strict)?;
+    }
+    let d = &recipe.data;
+    let arch = recipe.model.arch.filter(|p| p.config() == config);
+    let opts = ExportOptions {
+        arch,
+        output: match a.output {
+            Output::Probabilities => EvalOutput::Probabilities,
+            Output::Logits => EvalOutput::Logits,
+        },
+        crop_size: i64::from(recipe.test.crop_size),
+        dynamic_spatial: a.dynamic_spatial,
+        fast_frames: d.num_frames as i64,
+        sampling_rate: d.sampling_rate as i64,
+        target_fps: d.target_fps,
+        mean: d.mean,
+        std: d.std,
+        recipe: std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the recipe", path.display()))?,
+        ..ExportOptions::new(names)
+    };
+    let bytes = export::export_onnx(&model, &opts)?;
+    export::write_model(&a.out, &bytes)?;
+    report(&a, &config, &opts, bytes.len(), arch.map_or("custom", |p| p.name()));
+    Ok(())
+}
+
+fn report(a: &Args, config: &trainer::model::ModelConfig, opts: &ExportOptions, bytes: usize, arch: &str) {
+    let side = if a.dynamic_spatial { "H x W (dynamic)".to_string() } else { format!("{0} x {0}", opts.crop_size) };
+    println!("wrote {} ({:.1} MB, ONNX opset {})", a.out.display(), bytes as f64 / 1e6, export::OPSET);
     println!(
-        "arch {}: slow {} / fast {} frames at {side}, {} {} classes",
-        a.arch.name(),
-        a.fast_frames / config.alpha,
-        a.fast_frames,
+        "arch {arch}: slow {} / fast {} frames at {side}, {} {} classes",
+        opts.fast_frames / config.alpha,
+        opts.fast_frames,
         export::output_name(opts.output),
         config.num_classes
     );
@@ -166,5 +235,4 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Some(w) => println!("weights: {}", w.display()),
         None => println!("weights: random init (--random-init), predictions are meaningless"),
     }
-    Ok(())
 }
