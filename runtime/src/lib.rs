@@ -4,6 +4,8 @@
 //! libtorch, so it runs on edge devices with only GStreamer and ONNX Runtime.
 
 #[cfg(feature = "gstreamer")]
+pub mod annotate;
+#[cfg(feature = "gstreamer")]
 pub mod classify;
 #[cfg(feature = "gstreamer")]
 pub mod decode;

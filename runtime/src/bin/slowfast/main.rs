@@ -5,11 +5,15 @@
 //!          [--backend cpu|cuda|tensorrt|auto] [--strict] [--threads N] [--engine-dir DIR]
 //! slowfast build-engine m.onnx --fp16 --out DIR
 //! slowfast bench --model m.onnx [--threads 2] [--python PY]
+//! slowfast annotate INPUT [--output out.mp4] [--serve rtsp://127.0.0.1:8554/annotated] [--model m.onnx] [--json]
+//! slowfast bench-pipeline [--model m.onnx] [--live-seconds 60]
 //! ```
 
+mod annotate;
 mod bench;
 mod build_engine;
 mod classify;
+mod pipeline_bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +36,12 @@ enum Command {
     BuildEngine(build_engine::Args),
     /// CPU latency per clip beside Python ONNX Runtime; preprocessing per frame.
     Bench(bench::Args),
+    /// Annotate a file, URI, RTSP stream or camera: predictions drawn on the
+    /// video, written to an MP4 and/or served over RTSP.
+    Annotate(annotate::Args),
+    /// Cost of the element on the frame path (1080p, beside `identity`) and
+    /// cadence on a live 720p30 source.
+    BenchPipeline(pipeline_bench::Args),
 }
 
 /// Engine flags shared by the subcommands that run a model.
@@ -94,6 +104,8 @@ fn main() -> ExitCode {
         Command::Classify(a) => classify::run(a),
         Command::BuildEngine(a) => build_engine::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Annotate(a) => annotate::run(a),
+        Command::BenchPipeline(a) => pipeline_bench::run(a),
     };
     match result {
         Ok(code) => code,

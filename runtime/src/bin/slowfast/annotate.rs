@@ -1,0 +1,234 @@
+//! `slowfast annotate`: the CLI face of `runtime::annotate` (argument
+//! checks, model and plugin lookup, Ctrl-C, printing). Exit codes: 0 when
+//! the input ended or Ctrl-C finalised the output, 1 when the source failed
+//! or was given up, 2 for bad arguments and set-up errors.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args as ClapArgs;
+use runtime::annotate::{
+    self, AnnotateError, Backoff, ElementSettings, Event, Input, Options, PluginLocation, ServeAddress, Summary,
+};
+use serde_json::json;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Video file, URI, rtsp:// address, or V4L2 device (/dev/video0).
+    input: String,
+    /// Write the annotated video to this MP4 (H.264).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Serve the annotated stream over RTSP at rtsp://HOST[:PORT][/PATH]
+    /// (port 0: any free port, reported on start).
+    #[arg(long, value_parser = parse_serve)]
+    serve: Option<ServeAddress>,
+    /// ONNX model [default: the bundled demo model, models/demo/model.onnx].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Class names replacing the model's own labels.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// One JSON object per line on stdout for every prediction and event.
+    #[arg(long)]
+    json: bool,
+    /// Execution provider (falls back to CPU unless --strict).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tensorrt", "auto"])]
+    backend: String,
+    /// Fail instead of falling back when the provider is unavailable.
+    #[arg(long)]
+    strict: bool,
+    /// Inference threads [default: ONNX Runtime's choice].
+    #[arg(long, default_value_t = 0)]
+    threads: u32,
+    /// TensorRT engine cache directory.
+    #[arg(long)]
+    engine_dir: Option<PathBuf>,
+    /// Frames between two predictions.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    stride: u32,
+    /// Classes per prediction.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    top_k: u32,
+    /// Give a lost live source up after this many failed reconnections in a
+    /// row [default: retry forever].
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// A live source silent for this many seconds is reconnected.
+    #[arg(long, default_value_t = 5.0)]
+    stall_timeout: f64,
+    /// First reconnection delay in seconds (doubles up to --max-backoff).
+    #[arg(long, default_value_t = 1.0)]
+    backoff: f64,
+    #[arg(long, default_value_t = 30.0)]
+    max_backoff: f64,
+    /// Key frame interval of the H.264 output, in frames (RTSP clients
+    /// start on a key frame).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    key_interval: u32,
+}
+
+fn parse_serve(s: &str) -> Result<ServeAddress, String> {
+    s.parse()
+}
+
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    if !(v.is_finite() && v > 0.0 && v < 1e6) {
+        bail!("{name} must be a positive number of seconds, got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let model = match &a.model {
+        Some(m) if m.is_file() => m.clone(),
+        Some(m) => bail!("model {}: no such file", m.display()),
+        None => default_model()?,
+    };
+    let input = Input::parse(&a.input)?;
+    gst::init().context("cannot initialise GStreamer")?;
+    let location = annotate::ensure_element(&plugin_dirs())?;
+    if let PluginLocation::File(path) = &location {
+        eprintln!("slowfast: element from {}", path.display());
+    }
+    let opts = Options {
+        input,
+        output: a.output.clone(),
+        serve: a.serve.clone(),
+        element: ElementSettings {
+            model,
+            labels: a.labels.clone(),
+            backend: a.backend.clone(),
+            strict: a.strict,
+            fp16: true,
+            threads: a.threads,
+            engine_cache_dir: a.engine_dir.clone(),
+            stride: a.stride,
+            top_k: a.top_k,
+        },
+        max_retries: a.max_retries,
+        backoff: Backoff { initial: seconds("--backoff", a.backoff)?, max: seconds("--max-backoff", a.max_backoff)? },
+        stall_timeout: seconds("--stall-timeout", a.stall_timeout)?,
+        drain_timeout: Duration::from_secs(60),
+        key_interval: a.key_interval,
+    };
+    let interrupts = Arc::new(AtomicUsize::new(0));
+    let counter = interrupts.clone();
+    ctrlc::set_handler(move || {
+        if counter.fetch_add(1, Ordering::SeqCst) >= 1 {
+            eprintln!("slowfast: interrupted twice: quitting without finalising the output");
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+
+    eprintln!("slowfast: annotating {} with {}", opts.input.name(), opts.element.model.display());
+    let json = a.json;
+    let mut print = |e: Event| report(&e, json);
+    let result = annotate::run(&opts, &interrupts, &mut print);
+    match result {
+        Ok(summary) => {
+            finished(&summary, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (AnnotateError::SourceGivenUp { .. } | AnnotateError::Source { .. } | AnnotateError::DrainTimeout(_))) => {
+            eprintln!("slowfast: error: {e}");
+            if json {
+                println!("{}", json!({ "event": "error", "error": e.to_string() }));
+            }
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn report(e: &Event, json: bool) {
+    let secs = |d: &Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+    if let Event::Prediction(p) = e {
+        if json {
+            let mut v = serde_json::to_value(p).unwrap_or_default();
+            v["event"] = "prediction".into();
+            println!("{v}");
+        } else {
+            println!("{}", p.human());
+        }
+        return;
+    }
+    let (line, value) = match e {
+        Event::Serving { url } => (format!("serving {url}"), json!({ "event": "serving", "url": url })),
+        Event::SourceLost { why } => (format!("source lost: {why}"), json!({ "event": "source-lost", "reason": why })),
+        Event::Retrying { attempt, max_retries, delay } => (
+            match max_retries {
+                Some(m) => format!("reconnecting in {:.1} s (attempt {attempt} of {m})", delay.as_secs_f64()),
+                None => format!("reconnecting in {:.1} s (attempt {attempt})", delay.as_secs_f64()),
+            },
+            json!({ "event": "retry", "attempt": attempt, "max_retries": max_retries, "delay_s": secs(delay) }),
+        ),
+        Event::SourceRestored { outage, attempts } => (
+            format!("source restored after a {:.1} s outage ({attempts} connection attempts)", outage.as_secs_f64()),
+            json!({ "event": "source-restored", "outage_s": secs(outage), "attempts": attempts }),
+        ),
+        Event::Warning(w) => (format!("warning: {w}"), json!({ "event": "warning", "message": w })),
+        Event::Interrupted => (
+            "interrupted: finalising the output (Ctrl-C again to quit at once)".to_string(),
+            json!({ "event": "interrupted" }),
+        ),
+        Event::Prediction(_) => return,
+    };
+    eprintln!("slowfast: {line}");
+    if json {
+        println!("{value}");
+    }
+}
+
+fn finished(s: &Summary, json: bool) {
+    eprintln!(
+        "slowfast: done ({:?}): {} frames, {} predictions, {} windows skipped, {} frames dropped, {} outages ({:.1} s){}",
+        s.finish,
+        s.frames,
+        s.predictions,
+        s.skipped,
+        s.dropped,
+        s.outages,
+        s.outage_s,
+        s.output.as_ref().map(|p| format!(", wrote {}", p.display())).unwrap_or_default()
+    );
+    if json {
+        let mut v = serde_json::to_value(s).unwrap_or_default();
+        v["event"] = "finished".into();
+        println!("{v}");
+    }
+}
+
+/// Where the plugin is looked for first: beside the executable (cargo puts
+/// `libgstslowfast.so` there) and in its `lib/gstreamer-1.0` sibling.
+pub fn plugin_dirs() -> Vec<PathBuf> {
+    let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) else { return vec![] };
+    let mut dirs = vec![dir.clone()];
+    if let Some(prefix) = dir.parent() {
+        dirs.push(prefix.join("lib/gstreamer-1.0"));
+    }
+    dirs
+}
+
+const DEMO_MODEL: &str = "models/demo/model.onnx";
+
+fn default_model() -> anyhow::Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        candidates.push(dir.join(DEMO_MODEL));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEMO_MODEL));
+    if let Ok(cwd) = std::env::current_dir() {
+        candidates.push(cwd.join(DEMO_MODEL));
+    }
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    bail!("no --model given and no bundled demo model found (looked for {}): pass --model m.onnx", looked.join(", "))
+}
