@@ -23,3 +23,6 @@ model="$work/slowfast_8x8_r50_224.onnx"
 [ -f "$model" ] || "$bin/trainer" export --arch slowfast_8x8_r50 --random-init \
   --labels ../shared/data/labels/kinetics400.txt --crop 224 --out "$model"
 "$bin/slowfast" bench --model "$model" --threads 2 --iters 10 --python "$py"
+
+echo "## The slowfast element's frame path (1080p, tiny model, prediction every 32 frames) vs identity, and a live 720p30 source"
+"$bin/slowfast" bench-pipeline --live-seconds 60 --rounds 5
