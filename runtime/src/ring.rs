@@ -37,9 +37,14 @@ pub struct ClipRing {
     fast_offsets: Vec<usize>,
     slow_indices: Vec<usize>,
     slots: Vec<ScaledFrame>,
+    /// Frame number (counted since the window last restarted) each slot
+    /// holds; `None` for a frame that was skipped or never arrived.
+    slot_frames: Vec<Option<u64>>,
     /// Slot the next frame goes to.
     next: usize,
     filled: usize,
+    /// Frames pushed or skipped since the window last restarted.
+    frames: u64,
     frame_size: Option<(usize, usize)>,
 }
 
@@ -57,8 +62,10 @@ impl ClipRing {
             fast_offsets,
             slow_indices,
             slots: vec![ScaledFrame::default(); capacity],
+            slot_frames: vec![None; capacity],
             next: 0,
             filled: 0,
+            frames: 0,
             frame_size: None,
         }
     }
@@ -92,15 +99,52 @@ impl ClipRing {
     pub fn push<S: RgbSource>(&mut self, frame: &S) -> Result<(), PreprocessError> {
         let (width, height) = (frame.width(), frame.height());
         if self.frame_size != Some((width, height)) {
-            self.filled = 0;
-            self.next = 0;
+            self.clear();
         }
         let (size, norm) = (self.config.crop_size, self.config.norm);
         scale_source_into(frame, size, &norm, &mut self.slots[self.next])?;
         self.frame_size = Some((width, height));
+        self.slot_frames[self.next] = Some(self.frames);
+        self.advance();
+        Ok(())
+    }
+
+    /// Counts a frame without resizing it, for a frame no window will read
+    /// (see [`ClipRing::next_frame_needed`]): most live frames between two
+    /// sampled ones cost nothing.
+    pub fn skip(&mut self) {
+        self.slot_frames[self.next] = None;
+        self.advance();
+    }
+
+    fn advance(&mut self) {
         self.next = (self.next + 1) % self.capacity();
         self.filled = (self.filled + 1).min(self.capacity());
-        Ok(())
+        self.frames += 1;
+    }
+
+    /// Frames pushed or skipped since the window last restarted.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Whether the frame about to arrive is sampled by a window that ends
+    /// at frame `first_end + k * stride` for some `k >= 0` (frame numbers
+    /// as [`ClipRing::frames`] counts them).
+    pub fn next_frame_needed(&self, first_end: u64, stride: u64) -> bool {
+        let f = self.frames;
+        let span = self.capacity() as u64;
+        let stride = stride.max(1);
+        // Windows [end - span + 1, end] that contain f.
+        let k_min = f.saturating_sub(first_end).div_ceil(stride);
+        let k_max = match (f + span - 1).checked_sub(first_end) {
+            Some(d) => d / stride,
+            None => return false,
+        };
+        (k_min..=k_max).any(|k| {
+            let start = first_end + k * stride + 1 - span;
+            f >= start && self.fast_offsets.binary_search(&((f - start) as usize)).is_ok()
+        })
     }
 
     /// Forgets the frames in the window (flush, PTS gap); slots keep their
@@ -108,6 +152,8 @@ impl ClipRing {
     pub fn clear(&mut self) {
         self.filled = 0;
         self.next = 0;
+        self.frames = 0;
+        self.slot_frames.iter_mut().for_each(|f| *f = None);
     }
 
     /// The slow and fast tensors of the latest full window, or `None`
@@ -116,8 +162,17 @@ impl ClipRing {
         if !self.is_ready() {
             return None;
         }
-        // When full, `next` is the oldest slot.
-        let fast: Vec<&ScaledFrame> = self.fast_offsets.iter().map(|&o| &self.slots[(self.next + o) % self.capacity()]).collect();
+        // When full, `next` is the oldest slot, holding frame `frames - capacity`.
+        let oldest = self.frames - self.capacity() as u64;
+        let mut fast = Vec::with_capacity(self.fast_offsets.len());
+        for &o in &self.fast_offsets {
+            let slot = (self.next + o) % self.capacity();
+            if self.slot_frames[slot] != Some(oldest + o as u64) {
+                // Skipped under another prediction schedule (stride changed).
+                return Some(Err(PreprocessError::MissingFrame { needed: self.capacity(), index: o }));
+            }
+            fast.push(&self.slots[slot]);
+        }
         Some(Clip::assemble(&fast, &self.slow_indices, self.config.crop_size, crop))
     }
 }
@@ -201,5 +256,33 @@ mod tests {
         assert!(!ring.is_ready());
         assert!(ring.latest_window(SpatialCrop::Centre).is_none());
         assert!(ring.push_rgb(&[0; 5], 12, 10).is_err());
+    }
+
+    #[test]
+    fn skipping_frames_no_window_samples_gives_the_same_windows() {
+        let (w, h) = (12, 10);
+        let (first_end, stride) = (63u64, 32u64);
+        let mut full = ClipRing::new(config(4), 30.0);
+        let mut sparse = ClipRing::new(config(4), 30.0);
+        let (mut resized, mut windows) = (0, 0);
+        for k in 0..200u64 {
+            full.push_rgb(&frame(k as usize, w, h), w, h).unwrap();
+            if sparse.next_frame_needed(first_end, stride) {
+                sparse.push_rgb(&frame(k as usize, w, h), w, h).unwrap();
+                resized += 1;
+            } else {
+                sparse.skip();
+            }
+            if k >= first_end && (k - first_end) % stride == 0 {
+                let want = full.latest_window(SpatialCrop::Centre).unwrap().unwrap();
+                let got = sparse.latest_window(SpatialCrop::Centre).unwrap().unwrap();
+                assert!(got == want, "window ending at frame {k} differs");
+                windows += 1;
+            }
+        }
+        assert_eq!(windows, 5); // frames 63, 95, 127, 159, 191
+        assert!(resized < 150, "{resized} of 200 frames resized");
+        // Under another schedule the window lacks frames, and says so.
+        assert!(matches!(sparse.latest_window(SpatialCrop::Centre), Some(Err(PreprocessError::MissingFrame { .. }))));
     }
 }

@@ -121,9 +121,9 @@ struct State {
     /// PTS of the frames in the ring, oldest first.
     window_pts: VecDeque<Option<gst::ClockTime>>,
     last_pts: Option<gst::ClockTime>,
-    /// Frames since the last window was handed to inference; `None` until
-    /// the first one of this window, which is due as soon as it is full.
-    since_prediction: Option<u64>,
+    /// Ring frame number at which the next window is due; `None` until the
+    /// first one, due as soon as the ring is full.
+    next_due: Option<u64>,
 }
 
 impl State {
@@ -134,7 +134,7 @@ impl State {
         }
         self.window_pts.clear();
         self.last_pts = None;
-        self.since_prediction = None;
+        self.next_due = None;
     }
 }
 
@@ -524,7 +524,7 @@ impl SlowFast {
             info: None,
             window_pts: VecDeque::new(),
             last_pts: None,
-            since_prediction: None,
+            next_due: None,
         })
     }
 
@@ -546,26 +546,32 @@ impl SlowFast {
         }
         state.last_pts = pts;
         let Some(ring) = state.ring.as_mut() else { return Err(gst::FlowError::NotNegotiated) };
-        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
-            gst::element_imp_error!(self, gst::StreamError::Decode, ["cannot map a {}x{} frame", info.width(), info.height()]);
-            gst::FlowError::Error
-        })?;
-        let pushed = frame::source(&frame).map_err(|e| e.to_string()).and_then(|src| ring.push(&src).map_err(|e| e.to_string()));
-        if let Err(e) = pushed {
-            gst::element_imp_error!(self, gst::StreamError::Format, ["{e}"]);
-            return Err(gst::FlowError::Error);
+        let stride = u64::from(settings.stride.max(1));
+        let due = state.next_due.unwrap_or(ring.capacity() as u64 - 1);
+        // Only frames a coming window samples are resized: about half of
+        // them at the usual 32 x 2 sampling.
+        if ring.next_frame_needed(due, stride) {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
+                gst::element_imp_error!(self, gst::StreamError::Decode, ["cannot map a {}x{} frame", info.width(), info.height()]);
+                gst::FlowError::Error
+            })?;
+            let pushed = frame::source(&frame).map_err(|e| e.to_string()).and_then(|src| ring.push(&src).map_err(|e| e.to_string()));
+            if let Err(e) = pushed {
+                gst::element_imp_error!(self, gst::StreamError::Format, ["{e}"]);
+                return Err(gst::FlowError::Error);
+            }
+        } else {
+            ring.skip();
         }
         state.window_pts.push_back(pts);
         while state.window_pts.len() > ring.capacity() {
             state.window_pts.pop_front();
         }
-        let since = state.since_prediction.map(|n| n + 1);
-        state.since_prediction = since;
-        let due = since.is_none_or(|n| n >= u64::from(settings.stride));
-        if !ring.is_ready() || !due {
+        let this = ring.frames() - 1;
+        if !ring.is_ready() || this < due {
             return Ok(());
         }
-        state.since_prediction = Some(0);
+        state.next_due = Some(this + stride);
         {
             let mut pending = lock(&self.shared.pending);
             if *pending >= settings.max_pending as usize {
@@ -580,6 +586,7 @@ impl SlowFast {
             other => {
                 self.finish_one();
                 if let Some(Err(e)) = other {
+                    self.shared.skipped.fetch_add(1, Ordering::Relaxed);
                     gst::element_imp_warning!(self, gst::StreamError::Format, ["window not predicted: {e}"]);
                 }
                 return Ok(());
