@@ -38,9 +38,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- Rust toolchain ---------------------------------------------------------
+# Debian 12's own rustc (1.63) is older than the workspace's rust-version.
+RUST_VERSION=1.95.0
 if ! command -v cargo >/dev/null 2>&1; then
-  [ -x "$HOME/.cargo/bin/cargo" ] || {
-    log "cargo not found: install Rust with rustup (https://rustup.rs), then rerun"; exit 1; }
+  if [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+    log "installing Rust $RUST_VERSION with rustup"
+    command -v curl >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+      | sh -s -- -y --profile minimal --default-toolchain "$RUST_VERSION" >&2 \
+      || { log "cannot install Rust: install it with rustup (https://rustup.rs), then rerun"; exit 1; }
+  fi
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
