@@ -6,4 +6,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 # A registry of our own: never reuse (or write) the user's plugin cache.
 export GST_REGISTRY="${GST_REGISTRY:-$SLOWFAST_CACHE/gst-registry.bin}"
+# `cargo test` does not write the plugin's cdylib (libgstslowfast.so) nor
+# every binary where the pipeline tests load them from: build them first.
+cargo build --workspace
 cargo test --workspace --no-fail-fast "$@"
