@@ -25,4 +25,4 @@ model="$work/slowfast_8x8_r50_224.onnx"
 "$bin/slowfast" bench --model "$model" --threads 2 --iters 10 --python "$py"
 
 echo "## The slowfast element's frame path (1080p, tiny model, prediction every 32 frames) vs identity, and a live 720p30 source"
-"$bin/slowfast" bench-pipeline --live-seconds 60 --rounds 5
+"$bin/slowfast" bench-pipeline --live-seconds 60 --rounds 3 --frames 1200

@@ -126,7 +126,19 @@ impl Drop for SharedEngine {
     }
 }
 
+/// Nice value of the inference thread: streaming threads (decoders,
+/// encoders, the element's frame path) win the CPU, so a busy machine skips
+/// predictions instead of slowing the video.
+const WORKER_NICE: i32 = 10;
+
 fn run_worker(mut engine: Engine, rx: Receiver<Job>) {
+    // On Linux, nice applies to the calling thread alone; failure only
+    // means the worker keeps the default priority.
+    // SAFETY: plain syscalls without pointers.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, WORKER_NICE);
+    }
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

@@ -110,6 +110,31 @@ impl Default for Settings {
     }
 }
 
+/// The settings the streaming thread reads for every frame, copied out
+/// without allocating.
+#[derive(Debug, Clone, Copy)]
+struct StreamSettings {
+    stride: u32,
+    top_k: u32,
+    threshold: f64,
+    smoothing: u32,
+    draw: bool,
+    max_pending: u32,
+}
+
+impl Settings {
+    fn stream(&self) -> StreamSettings {
+        StreamSettings {
+            stride: self.stride,
+            top_k: self.top_k,
+            threshold: self.threshold,
+            smoothing: self.smoothing,
+            draw: self.draw,
+            max_pending: self.max_pending,
+        }
+    }
+}
+
 /// Streaming-thread state, from `start` to `stop`.
 struct State {
     engine: Arc<SharedEngine>,
@@ -118,6 +143,8 @@ struct State {
     /// Created once caps give the frame rate.
     ring: Option<ClipRing>,
     info: Option<gst_video::VideoInfo>,
+    /// Frame rate from the caps (30 when they do not say).
+    fps: Option<f64>,
     /// PTS of the frames in the ring, oldest first.
     window_pts: VecDeque<Option<gst::ClockTime>>,
     last_pts: Option<gst::ClockTime>,
@@ -129,8 +156,8 @@ struct State {
 impl State {
     /// Starts a new window (caps change, flush, PTS gap).
     fn reset_window(&mut self) {
-        if let Some(info) = &self.info {
-            self.ring = Some(ClipRing::new(self.ring_config.clone(), stream_fps(info)));
+        if let Some(fps) = self.fps {
+            self.ring = Some(ClipRing::new(self.ring_config.clone(), fps));
         }
         self.window_pts.clear();
         self.last_pts = None;
@@ -143,9 +170,16 @@ fn stream_fps(info: &gst_video::VideoInfo) -> f64 {
     if fps.numer() > 0 && fps.denom() > 0 { fps.numer() as f64 / fps.denom() as f64 } else { 30.0 }
 }
 
+/// The latest prediction as buffers carry it, built once per prediction
+/// rather than once per frame.
+struct Latest {
+    structure: gst::Structure,
+    caption: String,
+}
+
 #[derive(Default)]
 struct Results {
-    latest: Option<Prediction>,
+    latest: Option<Latest>,
     smoother: Smoother,
     next_index: u64,
     /// Bumped on flush and stop: results of older clips are dropped.
@@ -428,23 +462,27 @@ impl BaseTransformImpl for SlowFast {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = lock(&self.settings).clone();
-        let info = {
+        let settings = lock(&self.settings).stream();
+        let (width, height, draw_info) = {
             let mut guard = lock(&self.state);
             let Some(state) = guard.as_mut() else { return Err(gst::FlowError::Flushing) };
-            let Some(info) = state.info.clone() else { return Err(gst::FlowError::NotNegotiated) };
-            self.feed(state, &settings, &info, buf)?;
-            info
+            let Some(info) = state.info.take() else { return Err(gst::FlowError::NotNegotiated) };
+            let fed = self.feed(state, &settings, &info, buf);
+            let out = (info.width(), info.height(), settings.draw.then(|| info.clone()));
+            state.info = Some(info);
+            fed?;
+            out
         };
-        let latest = lock(&self.shared.results).latest.clone();
-        if let Some(p) = latest {
-            let mut roi = gst_video::VideoRegionOfInterestMeta::add(buf, NAME, (0, 0, info.width(), info.height()));
-            roi.add_param(p.to_structure());
-            if settings.draw {
-                match gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info) {
-                    Ok(mut frame) => draw::caption(&mut frame, &p.caption()),
-                    Err(_) => gst::warning!(CAT, imp = self, "cannot map the frame for drawing"),
-                }
+        let (structure, caption) = match &lock(&self.shared.results).latest {
+            Some(l) => (l.structure.clone(), settings.draw.then(|| l.caption.clone())),
+            None => return Ok(gst::FlowSuccess::Ok),
+        };
+        let mut roi = gst_video::VideoRegionOfInterestMeta::add(buf, NAME, (0, 0, width, height));
+        roi.add_param(structure);
+        if let (Some(info), Some(caption)) = (draw_info, caption) {
+            match gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info) {
+                Ok(mut frame) => draw::caption(&mut frame, &caption),
+                Err(_) => gst::warning!(CAT, imp = self, "cannot map the frame for drawing"),
             }
         }
         Ok(gst::FlowSuccess::Ok)
@@ -466,6 +504,7 @@ impl VideoFilterImpl for SlowFast {
             }
             // A new resolution or rate starts a new window.
             state.info = Some(in_info.clone());
+            state.fps = Some(stream_fps(in_info));
             state.reset_window();
         }
         self.parent_set_info(incaps, in_info, outcaps, out_info)
@@ -522,6 +561,7 @@ impl SlowFast {
             ring_config,
             ring: None,
             info: None,
+            fps: None,
             window_pts: VecDeque::new(),
             last_pts: None,
             next_due: None,
@@ -533,7 +573,7 @@ impl SlowFast {
     fn feed(
         &self,
         state: &mut State,
-        settings: &Settings,
+        settings: &StreamSettings,
         info: &gst_video::VideoInfo,
         buf: &gst::BufferRef,
     ) -> Result<(), gst::FlowError> {
@@ -597,7 +637,7 @@ impl SlowFast {
         Ok(())
     }
 
-    fn job(&self, clip: runtime::preprocess::Clip, span: Span, settings: &Settings, labels: Arc<Vec<String>>) -> Job {
+    fn job(&self, clip: runtime::preprocess::Clip, span: Span, settings: &StreamSettings, labels: Arc<Vec<String>>) -> Job {
         let shared = self.shared.clone();
         let element = self.obj().downgrade();
         let generation = lock(&shared.results).generation;
@@ -613,11 +653,12 @@ impl SlowFast {
                             let smoothed = r.smoother.push(scores, smoothing);
                             let p = Prediction::from_scores(r.next_index, &smoothed, &labels, top_k, threshold, span);
                             r.next_index += 1;
-                            r.latest = Some(p.clone());
+                            let structure = p.to_structure();
+                            r.latest = Some(Latest { structure: structure.clone(), caption: p.caption() });
                             drop(r);
                             shared.predictions.fetch_add(1, Ordering::Relaxed);
                             if let Some(el) = &element {
-                                let _ = el.post_message(gst::message::Element::builder(p.to_structure()).src(el).build());
+                                let _ = el.post_message(gst::message::Element::builder(structure).src(el).build());
                             }
                         }
                     }
