@@ -90,16 +90,22 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         fast_frames: info.fast_frames,
         size,
     };
+    // Our iterations are split around the Python run, so neither side
+    // always takes the first (or last) place on a host whose speed drifts
+    // over a minute (seen here: whichever ran first was about 5 % slower).
     let mut times = Vec::with_capacity(a.iters);
-    for i in 0..a.warmup + a.iters {
-        let t = Instant::now();
-        engine.probabilities(&[&clip])?;
-        if i >= a.warmup {
-            times.push(t.elapsed().as_secs_f64() * 1e3);
+    let mut time_ours = |iters: usize, warmup: usize, times: &mut Vec<f64>| -> anyhow::Result<()> {
+        for i in 0..warmup + iters {
+            let t = Instant::now();
+            engine.probabilities(&[&clip])?;
+            if i >= warmup {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
         }
-    }
-    let ours = summarise("clip_latency", "runtime (Rust, ort)", a.threads, times);
-    println!("{}", serde_json::to_string(&ours)?);
+        Ok(())
+    };
+    let first_half = if a.python.is_some() { a.iters / 2 } else { a.iters };
+    time_ours(first_half, a.warmup, &mut times)?;
 
     let python = match &a.python {
         Some(py) => {
@@ -115,11 +121,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             let stdout = String::from_utf8_lossy(&out.stdout);
             let line = stdout.lines().rev().find(|l| l.starts_with('{')).context("the Python benchmark printed no JSON line")?;
             let t: Timing = serde_json::from_str(line).with_context(|| format!("the Python benchmark printed {line:?}"))?;
-            println!("{}", serde_json::to_string(&t)?);
             Some(t)
         }
         None => None,
     };
+    time_ours(a.iters - first_half, 0, &mut times)?;
+    let ours = summarise("clip_latency", "runtime (Rust, ort)", a.threads, times);
+    println!("{}", serde_json::to_string(&ours)?);
+    if let Some(t) = &python {
+        println!("{}", serde_json::to_string(t)?);
+    }
 
     // Preprocessing: the ring's push is single-threaded, so this is one core.
     let (w, h) = (1920usize, 1080usize);
