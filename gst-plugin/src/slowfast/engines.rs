@@ -20,31 +20,11 @@ const MAX_BATCH: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EngineKey {
     pub model: PathBuf,
-    pub backend: BackendKey,
+    pub backend: Backend,
     pub strict: bool,
     pub fp16: bool,
     pub cache_dir: Option<PathBuf>,
     pub threads: Option<usize>,
-}
-
-/// `Backend` without float fields, hashable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BackendKey {
-    Auto,
-    TensorRt,
-    Cuda,
-    Cpu,
-}
-
-impl From<BackendKey> for Backend {
-    fn from(b: BackendKey) -> Backend {
-        match b {
-            BackendKey::Auto => Backend::Auto,
-            BackendKey::TensorRt => Backend::TensorRt,
-            BackendKey::Cuda => Backend::Cuda,
-            BackendKey::Cpu => Backend::Cpu,
-        }
-    }
 }
 
 /// Called on the worker thread with the clip's class probabilities.
@@ -77,7 +57,7 @@ impl SharedEngine {
             return Ok(engine);
         }
         map.retain(|_, w| w.strong_count() > 0);
-        let mut opts = EngineOptions { backend: key.backend.into(), strict: key.strict, threads: key.threads, ..Default::default() };
+        let mut opts = EngineOptions { backend: key.backend, strict: key.strict, threads: key.threads, ..Default::default() };
         opts.tensorrt.fp16 = key.fp16;
         opts.tensorrt.max_batch = MAX_BATCH;
         if let Some(dir) = &key.cache_dir {

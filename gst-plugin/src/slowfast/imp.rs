@@ -29,7 +29,7 @@ use runtime::preprocess::SpatialCrop;
 use runtime::ring::{ClipRing, RingConfig};
 
 use super::draw;
-use super::engines::{BackendKey, EngineKey, Job, SharedEngine};
+use super::engines::{EngineKey, Job, SharedEngine};
 use super::frame::{self, FORMATS};
 use super::prediction::{NAME, Prediction, Smoother};
 
@@ -57,13 +57,13 @@ pub enum Backend {
     Cpu,
 }
 
-impl From<Backend> for BackendKey {
-    fn from(b: Backend) -> BackendKey {
+impl From<Backend> for runtime::engine::Backend {
+    fn from(b: Backend) -> Self {
         match b {
-            Backend::Auto => BackendKey::Auto,
-            Backend::TensorRt => BackendKey::TensorRt,
-            Backend::Cuda => BackendKey::Cuda,
-            Backend::Cpu => BackendKey::Cpu,
+            Backend::Auto => Self::Auto,
+            Backend::TensorRt => Self::TensorRt,
+            Backend::Cuda => Self::Cuda,
+            Backend::Cpu => Self::Cpu,
         }
     }
 }
@@ -82,12 +82,8 @@ struct Settings {
     fp16: bool,
     engine_cache_dir: Option<PathBuf>,
     threads: u32,
-    stride: u32,
-    top_k: u32,
-    threshold: f64,
-    smoothing: u32,
-    draw: bool,
-    max_pending: u32,
+    /// What the streaming thread reads for every frame.
+    stream: StreamSettings,
 }
 
 impl Default for Settings {
@@ -100,18 +96,20 @@ impl Default for Settings {
             fp16: true,
             engine_cache_dir: None,
             threads: 0,
-            stride: DEFAULT_STRIDE,
-            top_k: DEFAULT_TOP_K,
-            threshold: 0.0,
-            smoothing: DEFAULT_SMOOTHING,
-            draw: false,
-            max_pending: DEFAULT_MAX_PENDING,
+            stream: StreamSettings {
+                stride: DEFAULT_STRIDE,
+                top_k: DEFAULT_TOP_K,
+                threshold: 0.0,
+                smoothing: DEFAULT_SMOOTHING,
+                draw: false,
+                max_pending: DEFAULT_MAX_PENDING,
+            },
         }
     }
 }
 
 /// The settings the streaming thread reads for every frame, copied out
-/// without allocating.
+/// without allocating (`Settings::stream`).
 #[derive(Debug, Clone, Copy)]
 struct StreamSettings {
     stride: u32,
@@ -120,19 +118,6 @@ struct StreamSettings {
     smoothing: u32,
     draw: bool,
     max_pending: u32,
-}
-
-impl Settings {
-    fn stream(&self) -> StreamSettings {
-        StreamSettings {
-            stride: self.stride,
-            top_k: self.top_k,
-            threshold: self.threshold,
-            smoothing: self.smoothing,
-            draw: self.draw,
-            max_pending: self.max_pending,
-        }
-    }
 }
 
 /// Streaming-thread state, from `start` to `stop`.
@@ -335,12 +320,12 @@ impl ObjectImpl for SlowFast {
             "fp16" => s.fp16 = value.get().unwrap_or(true),
             "engine-cache-dir" => s.engine_cache_dir = path(value),
             "threads" => s.threads = value.get().unwrap_or(0),
-            "stride" => s.stride = value.get().unwrap_or(DEFAULT_STRIDE),
-            "top-k" => s.top_k = value.get().unwrap_or(DEFAULT_TOP_K),
-            "threshold" => s.threshold = value.get().unwrap_or(0.0),
-            "smoothing" => s.smoothing = value.get().unwrap_or(DEFAULT_SMOOTHING),
-            "draw" => s.draw = value.get().unwrap_or(false),
-            "max-pending" => s.max_pending = value.get().unwrap_or(DEFAULT_MAX_PENDING),
+            "stride" => s.stream.stride = value.get().unwrap_or(DEFAULT_STRIDE),
+            "top-k" => s.stream.top_k = value.get().unwrap_or(DEFAULT_TOP_K),
+            "threshold" => s.stream.threshold = value.get().unwrap_or(0.0),
+            "smoothing" => s.stream.smoothing = value.get().unwrap_or(DEFAULT_SMOOTHING),
+            "draw" => s.stream.draw = value.get().unwrap_or(false),
+            "max-pending" => s.stream.max_pending = value.get().unwrap_or(DEFAULT_MAX_PENDING),
             other => gst::warning!(CAT, imp = self, "no writable property {other}"),
         }
     }
@@ -356,12 +341,12 @@ impl ObjectImpl for SlowFast {
             "fp16" => s.fp16.to_value(),
             "engine-cache-dir" => path(&s.engine_cache_dir),
             "threads" => s.threads.to_value(),
-            "stride" => s.stride.to_value(),
-            "top-k" => s.top_k.to_value(),
-            "threshold" => s.threshold.to_value(),
-            "smoothing" => s.smoothing.to_value(),
-            "draw" => s.draw.to_value(),
-            "max-pending" => s.max_pending.to_value(),
+            "stride" => s.stream.stride.to_value(),
+            "top-k" => s.stream.top_k.to_value(),
+            "threshold" => s.stream.threshold.to_value(),
+            "smoothing" => s.stream.smoothing.to_value(),
+            "draw" => s.stream.draw.to_value(),
+            "max-pending" => s.stream.max_pending.to_value(),
             "predictions" => self.shared.predictions.load(Ordering::Relaxed).to_value(),
             "skipped" => self.shared.skipped.load(Ordering::Relaxed).to_value(),
             "provider" => lock(&self.shared.provider).clone().to_value(),
@@ -462,7 +447,7 @@ impl BaseTransformImpl for SlowFast {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = lock(&self.settings).stream();
+        let settings = lock(&self.settings).stream;
         let (width, height, draw_info) = {
             let mut guard = lock(&self.state);
             let Some(state) = guard.as_mut() else { return Err(gst::FlowError::Flushing) };

@@ -42,7 +42,7 @@ pub enum EngineError {
 }
 
 /// What the user asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     Cpu,
     Cuda,
