@@ -10,7 +10,7 @@ use trainer::model::SlowFast;
 use trainer::recipe::{Recipe, SolverSection};
 use trainer::train::evaluate::{TestSetup, test_multiview};
 use trainer::train::setup::{self, Which};
-use trainer::train::sgd::Sgd;
+use trainer::train::optim::Optimizer;
 use trainer::train::{loss_fn, precise_bn};
 
 fn tiny_recipe(extra: &str) -> Recipe {
@@ -48,7 +48,7 @@ fn sgd_steps_like_torch_sgd() {
             "base_lr: 0.1\nmax_epoch: 1\nnesterov: {nesterov}\nmomentum: 0.9\nweight_decay: 0.01\n\
              bn_weight_decay: 0.01\nzero_wd_1d_param: false\n"
         ));
-        let mut ours = Sgd::new(&vs_a, &s);
+        let mut ours = Optimizer::new(&vs_a, &s);
         let mut reference = nn::Sgd { momentum: 0.9, dampening: 0.0, wd: 0.01, nesterov }.build(&vs_b, 0.1).unwrap();
         for step in 0..4 {
             let x = Tensor::randn([6, 5], (Kind::Float, Device::Cpu));
@@ -75,7 +75,7 @@ fn no_weight_decay_on_batchnorm_or_biases() {
     let r = tiny_recipe("");
     let vs = nn::VarStore::new(Device::Cpu);
     SlowFast::new(&vs.root(), &r.model_config().unwrap()).unwrap();
-    let sgd = Sgd::new(&vs, &r.solver);
+    let sgd = Optimizer::new(&vs, &r.solver);
     let no_decay = sgd.no_decay();
     assert!(no_decay.contains(&"s1.pathway0_stem.bn.weight"));
     assert!(no_decay.contains(&"s2.pathway1_res0.branch2.c_bn.bias"));
@@ -164,4 +164,46 @@ fn tiny_run_writes_checkpoints_metrics_plots_and_tests() {
     assert_eq!(t.per_class.iter().map(|c| c.videos).sum::<usize>(), 11);
     assert_eq!(t.confusion_matrix.iter().flatten().sum::<usize>(), 11);
     assert!(t.top5 >= t.top1);
+}
+
+#[test]
+fn adamw_steps_like_torch_adamw() {
+    let make = || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let lin = nn::linear(vs.root() / "fc", 5, 3, Default::default());
+        (vs, lin)
+    };
+    let (vs_a, lin_a) = make();
+    let (mut vs_b, lin_b) = make();
+    vs_b.copy(&vs_a).unwrap();
+    let s = solver(
+        "optimizing_method: adamw\nbase_lr: 0.01\nmax_epoch: 1\nweight_decay: 0.05\nbn_weight_decay: 0.05\n\
+         zero_wd_1d_param: false\nbetas: [0.8, 0.99]\neps: 1.0e-6\n",
+    );
+    let mut ours = Optimizer::new(&vs_a, &s);
+    let mut reference = nn::AdamW { beta1: 0.8, beta2: 0.99, wd: 0.05, eps: 1e-6, amsgrad: false }.build(&vs_b, 0.01).unwrap();
+    let mut resumed = None;
+    for step in 0..5 {
+        let x = Tensor::randn([6, 5], (Kind::Float, Device::Cpu));
+        let lr = 0.01 / (step + 1) as f64;
+        if step == 3 {
+            // Through a checkpoint: a fresh optimiser loaded from the saved state.
+            let mut fresh = Optimizer::new(&vs_a, &s);
+            fresh.load_state(ours.state().into_iter().collect()).unwrap();
+            resumed = Some(fresh);
+        }
+        let opt = resumed.as_mut().unwrap_or(&mut ours);
+        let loss_a = x.apply(&lin_a).pow_tensor_scalar(2).mean(Kind::Float);
+        opt.zero_grad();
+        loss_a.backward();
+        opt.step(lr);
+        reference.set_lr(lr);
+        let loss_b = x.apply(&lin_b).pow_tensor_scalar(2).mean(Kind::Float);
+        reference.backward_step(&loss_b);
+    }
+    for (name, a) in vs_a.variables() {
+        let b = &vs_b.variables()[&name];
+        let diff = (&a - b).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{name}: {diff}");
+    }
 }

@@ -29,7 +29,8 @@ pub enum HeadPool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// ResNet depth: 50 or 101 (`RESNET.DEPTH`).
+    /// ResNet depth: 18, 50 or 101 (`RESNET.DEPTH`). Depth 18 is PySlowFast's
+    /// (2, 2, 2, 2) stage layout, still with bottleneck blocks.
     pub depth: u32,
     pub num_classes: i64,
     /// Frame-rate ratio between the fast and the slow pathway (`SLOWFAST.ALPHA`).
@@ -145,6 +146,7 @@ impl ModelConfig {
     /// Bottleneck blocks in res2 .. res5.
     pub fn stage_depths(&self) -> [usize; 4] {
         match self.depth {
+            18 => [2, 2, 2, 2],
             101 => [3, 4, 23, 3],
             _ => [3, 4, 6, 3],
         }
@@ -162,8 +164,8 @@ impl ModelConfig {
     /// Refuses settings that cannot build a network, naming the field.
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |field: &str, why: String| Err(ModelError::Config { field: field.to_string(), why });
-        if !matches!(self.depth, 50 | 101) {
-            return bad("depth", format!("{} is not supported, use 50 or 101", self.depth));
+        if !matches!(self.depth, 18 | 50 | 101) {
+            return bad("depth", format!("{} is not supported, use 18, 50 or 101", self.depth));
         }
         for (field, v) in [
             ("num_classes", self.num_classes),

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 pub use model::ModelSection;
 pub use sections::{
-    DataSection, Dataset, DeviceChoice, ListFormat, ListsDataset, LoaderSection, LrPolicy, PreciseBnSection,
-    SolverSection, SyntheticDataset, TestSection, TrainSection,
+    DataSection, Dataset, DeviceChoice, ListFormat, ListsDataset, LoaderSection, LrPolicy, OptimizingMethod,
+    PreciseBnSection, SolverSection, SyntheticDataset, TestSection, TrainSection,
 };
 
 use serde::{Deserialize, Serialize};
@@ -198,7 +198,13 @@ impl Recipe {
                 return bad(field, format!("must be zero or positive, got {v}"));
             }
         }
-        if s.nesterov && (s.momentum <= 0.0 || s.dampening != 0.0) {
+        if !s.betas.iter().all(|b| (0.0..1.0).contains(b)) {
+            return bad("solver.betas", format!("both must be in [0, 1), got {:?}", s.betas));
+        }
+        if !(s.eps > 0.0) {
+            return bad("solver.eps", format!("must be positive, got {}", s.eps));
+        }
+        if s.optimizing_method == OptimizingMethod::Sgd && s.nesterov && (s.momentum <= 0.0 || s.dampening != 0.0) {
             return bad("solver.nesterov", "Nesterov momentum needs momentum > 0 and dampening 0".into());
         }
         if s.warmup_epochs > s.max_epoch as f64 {

@@ -136,9 +136,23 @@ pub enum LrPolicy {
     Constant,
 }
 
+/// PySlowFast's `SOLVER.OPTIMIZING_METHOD`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizingMethod {
+    /// SGD with momentum (optionally Nesterov): the published SlowFast recipes.
+    #[default]
+    Sgd,
+    /// AdamW (decoupled weight decay): gets small networks trained from
+    /// scratch on little data going much sooner than SGD.
+    Adamw,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SolverSection {
+    #[serde(default)]
+    pub optimizing_method: OptimizingMethod,
     /// LR at `reference_batch_size` clips per step; scaled linearly with the
     /// global batch (Goyal et al.), like the warm-up start and cosine end.
     pub base_lr: f64,
@@ -159,6 +173,12 @@ pub struct SolverSection {
     pub dampening: f64,
     #[serde(default = "default_true")]
     pub nesterov: bool,
+    /// AdamW's moment decay rates.
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// AdamW's denominator term.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
     /// Weight decay of BatchNorm weights and biases (`BN.WEIGHT_DECAY`).
@@ -174,6 +194,12 @@ pub struct SolverSection {
     pub label_smoothing: f64,
 }
 
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
 fn default_reference_batch() -> usize {
     64
 }

@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod precise_bn;
 pub mod schedule;
 pub mod setup;
-pub mod sgd;
+pub mod optim;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,7 +24,7 @@ use crate::recipe::Recipe;
 use checkpoint::{TrainState, FORMAT};
 use metrics::{Metrics, Progress};
 use setup::Which;
-use sgd::Sgd;
+use optim::Optimizer;
 
 /// What a finished run leaves behind.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
     tch::manual_seed(recipe.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = SlowFast::new(&vs.root(), &config)?;
-    let mut sgd = Sgd::new(&vs, &recipe.solver);
+    let mut optimizer = Optimizer::new(&vs, &recipe.solver);
 
     let mut state = TrainState {
         format: FORMAT,
@@ -102,7 +102,7 @@ pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
                 bail!("{}: the checkpoint has seed {}, the recipe {}", paths.state.display(), saved.seed, recipe.seed);
             }
             crate::weights::load(&mut vs, &paths.weights, crate::weights::LoadMode::Strict)?;
-            sgd.load_state(optim).map_err(|e| anyhow::anyhow!("{}: {e}", paths.optim.display()))?;
+            optimizer.load_state(optim).map_err(|e| anyhow::anyhow!("{}: {e}", paths.optim.display()))?;
             state = saved;
             resumed_from = Some(epoch);
         }
@@ -123,7 +123,7 @@ pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
         let epoch = state.epoch; // 0-based epoch being trained
         progress.start_epoch(epoch + 1, max_epoch, iters);
         let mut failures: Vec<Failure> = Vec::new();
-        model_train_epoch(recipe, &model, &mut sgd, &train_loader, &mut state, &mut metrics, &progress, &mut failures, scale, iters, device, start)?;
+        model_train_epoch(recipe, &model, &mut optimizer, &train_loader, &mut state, &mut metrics, &progress, &mut failures, scale, iters, device, start)?;
         state.epoch = epoch + 1;
         skipped_total += failures.len();
         report_failures(out, state.epoch, &failures, &mut metrics, &progress)?;
@@ -150,7 +150,7 @@ pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
             }
         }
         if state.epoch % recipe.train.checkpoint_period == 0 || last {
-            let p = checkpoint::save(&ckpt_dir, &vs, &sgd.state(), &state)?;
+            let p = checkpoint::save(&ckpt_dir, &vs, &optimizer.state(), &state)?;
             progress.line(&format!("checkpoint {}", p.weights.display()));
             if let Err(e) = metrics::plot(out, &metrics.records()) {
                 progress.line(&format!("plots not written: {e}"));
@@ -167,7 +167,7 @@ pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
 fn model_train_epoch(
     recipe: &Recipe,
     model: &SlowFast,
-    sgd: &mut Sgd,
+    optimizer: &mut Optimizer,
     loader: &crate::data::Loader,
     state: &mut TrainState,
     metrics: &mut Metrics,
@@ -193,12 +193,12 @@ fn model_train_epoch(
         if !loss_value.is_finite() {
             bail!("epoch {} iteration {}: the loss is {loss_value}; lower solver.base_lr or set solver.clip_grad_norm", epoch + 1, i + 1);
         }
-        sgd.zero_grad();
+        optimizer.zero_grad();
         loss.backward();
         if let Some(max) = recipe.solver.clip_grad_norm {
-            sgd.clip_grad_norm(max);
+            optimizer.clip_grad_norm(max);
         }
-        sgd.step(lr);
+        optimizer.step(lr);
         state.global_iter += 1;
         state.lr = lr;
         let wrong = logits.argmax(1, false).ne_tensor(&labels).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
