@@ -99,7 +99,7 @@ mod video {
     fn make_list(dir: &Path) -> (Vec<Sample>, Vec<&'static str>) {
         let spec = SynthSpec { size: 32, frames: 20, seed: 4 };
         for i in 0..2 {
-            write_mp4(&render_clip(&spec, Split::Train, i), &dir.join(format!("good{i}.mp4"))).unwrap();
+            write_mp4(&render_clip(&spec, Split::Train, i).frames, spec.size, &dir.join(format!("good{i}.mp4"))).unwrap();
         }
         let good = std::fs::read(dir.join("good0.mp4")).unwrap();
         std::fs::write(dir.join("empty.mp4"), b"").unwrap();

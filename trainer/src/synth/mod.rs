@@ -6,10 +6,12 @@
 //! function of the seed, the split and the clip index.
 
 mod render;
+pub mod video;
 #[cfg(feature = "video")]
 pub mod write;
 
 pub use render::render_clip;
+pub use video::{Segment, Video, render_video};
 
 /// Class names, in label order.
 pub const CLASSES: [&str; 11] = [

@@ -37,10 +37,28 @@ fn colour(rng: &mut Rng) -> Rgb {
     [rng.range(0.0, 255.0), rng.range(0.0, 255.0), rng.range(0.0, 255.0)]
 }
 
+/// A colour at least 120 (Euclidean, 0..255 RGB) from `from`.
+fn distinct(rng: &mut Rng, from: Rgb) -> Rgb {
+    loop {
+        let c = colour(rng);
+        let d2: f64 = (0..3).map(|i| (c[i] - from[i]).powi(2)).sum();
+        if d2 >= 120.0 * 120.0 {
+            return c;
+        }
+    }
+}
+
 /// Renders clip `index` of `split`; the class is [`label_of`]`(index)`.
 pub fn render_clip(spec: &SynthSpec, split: Split, index: usize) -> Clip {
     let label = label_of(index);
     let mut rng = Rng::at(spec.seed, &[split as u64, index as u64]);
+    Clip { size: spec.size, frames: render(spec, label, &mut rng, spec.frames), label }
+}
+
+/// Renders `len` frames of class `label` with the look and timing of a
+/// `spec.frames`-frame clip: longer runs carry on moving, turning and
+/// flashing at the same pace, and zooms start over every `spec.frames`.
+pub(super) fn render(spec: &SynthSpec, label: usize, rng: &mut Rng, len: usize) -> Vec<Vec<u8>> {
     let s = spec.size as f64;
     let n = spec.frames;
 
@@ -51,21 +69,25 @@ pub fn render_clip(spec: &SynthSpec, split: Split, index: usize) -> Clip {
         2 => Background::Checker { period: rng.range(0.1, 0.25) * s },
         _ => Background::Waves { fx: rng.range(1.0, 4.0), fy: rng.range(1.0, 4.0), phase: rng.range(0.0, 2.0 * PI) },
     };
-    let (bg_a, bg_b) = (colour(&mut rng), colour(&mut rng));
+    // The texture is kept low in contrast and the object far in colour from
+    // it: with both drawn freely a small network spends its few channels on
+    // the background and memorises clips instead of learning the motion.
+    let bg_a = colour(rng);
+    let bg_b = bg_a.map(|c| (c + rng.range(-50.0, 50.0)).clamp(0.0, 255.0));
     // Two halves of different colours and optional stripes make rotation
     // visible whatever the outline (a plain disc would hide it).
-    let (fg_a, fg_b) = (colour(&mut rng), colour(&mut rng));
+    let (fg_a, fg_b) = (distinct(rng, bg_a), distinct(rng, bg_a));
     let striped = rng.coin();
-    let noise = rng.range(4.0, 16.0);
+    let noise = rng.range(2.0, 8.0);
 
-    let radius = rng.range(0.14, 0.22) * s;
+    let radius = rng.range(0.2, 0.3) * s;
     let (x0, y0) = (rng.range(0.0, s), rng.range(0.0, s));
     let angle0 = rng.range(0.0, 2.0 * PI);
     // Speeds are per frame relative to a 48-frame, 64-pixel clip, so longer
     // or larger clips keep the same look.
     let unit = s / 64.0 * 48.0 / n.max(1) as f64;
-    let speed = rng.range(0.6, 1.0) * unit;
-    let spin = rng.range(3.0, 6.0).to_radians() * 48.0 / n.max(1) as f64;
+    let speed = rng.range(1.0, 1.5) * unit;
+    let spin = rng.range(6.0, 10.0).to_radians() * 48.0 / n.max(1) as f64;
     let period = rng.range(6.0, 10.0);
     let phase = rng.range(0.0, period);
     let jitter = rng.range(-0.15, 0.15);
@@ -77,7 +99,7 @@ pub fn render_clip(spec: &SynthSpec, split: Split, index: usize) -> Clip {
             let (dx, dy) = [(1.0, jitter), (-1.0, jitter), (jitter, -1.0), (jitter, 1.0)][d];
             Pose { x: x0 + dx * v * t, y: y0 + dy * v * t, ..still }
         };
-        let progress = t / (n.max(2) - 1) as f64;
+        let progress = (t % n.max(2) as f64) / (n.max(2) - 1) as f64;
         match CLASSES[label] {
             "move_right" => dir(0, speed),
             "move_left" => dir(1, speed),
@@ -94,8 +116,8 @@ pub fn render_clip(spec: &SynthSpec, split: Split, index: usize) -> Clip {
     };
 
     let size = spec.size as usize;
-    let mut frames = Vec::with_capacity(n);
-    for f in 0..n {
+    let mut frames = Vec::with_capacity(len);
+    for f in 0..len {
         let p = pose(f as f64);
         let (cos, sin) = (p.angle.cos(), p.angle.sin());
         let mut data = vec![0u8; size * size * 3];
@@ -126,7 +148,7 @@ pub fn render_clip(spec: &SynthSpec, split: Split, index: usize) -> Clip {
         }
         frames.push(data);
     }
-    Clip { size: spec.size, frames, label }
+    frames
 }
 
 fn wrap(d: f64, s: f64) -> f64 {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use gst::prelude::*;
 
-use super::{CLASSES, Clip, FPS, Split, SynthSpec, render_clip};
+use super::{CLASSES, FPS, Split, SynthSpec, Video, render_clip};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -19,10 +19,10 @@ fn fail(path: &Path, why: impl std::fmt::Display) -> WriteError {
     WriteError::Failed { path: path.to_path_buf(), why: why.to_string() }
 }
 
-/// Encodes one clip to `path`.
-pub fn write_mp4(clip: &Clip, path: &Path) -> Result<(), WriteError> {
+/// Encodes `size x size` packed RGB frames at [`FPS`] to `path`.
+pub fn write_mp4(frames: &[Vec<u8>], size: u32, path: &Path) -> Result<(), WriteError> {
     gst::init().map_err(|e| fail(path, format!("GStreamer init: {e}")))?;
-    let size = clip.size as i32;
+    let size = size as i32;
     // I420 before x264enc keeps the stream in the High profile every decoder
     // reads; short GOPs keep seeking to a clip cheap.
     let desc = format!(
@@ -34,12 +34,12 @@ pub fn write_mp4(clip: &Clip, path: &Path) -> Result<(), WriteError> {
         .map_err(|e| fail(path, format!("building the encoder: {e}")))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| fail(path, "not a pipeline"))?;
-    let result = encode(&pipeline, clip, size, path);
+    let result = encode(&pipeline, frames, size, path);
     let _ = pipeline.set_state(gst::State::Null);
     result
 }
 
-fn encode(pipeline: &gst::Pipeline, clip: &Clip, size: i32, path: &Path) -> Result<(), WriteError> {
+fn encode(pipeline: &gst::Pipeline, frames: &[Vec<u8>], size: i32, path: &Path) -> Result<(), WriteError> {
     let sink = pipeline.by_name("sink").ok_or_else(|| fail(path, "filesink missing"))?;
     sink.set_property("location", path.to_string_lossy().to_string());
     let src = pipeline
@@ -54,7 +54,7 @@ fn encode(pipeline: &gst::Pipeline, clip: &Clip, size: i32, path: &Path) -> Resu
     src.set_caps(Some(&caps));
     pipeline.set_state(gst::State::Playing).map_err(|e| fail(path, format!("starting the encoder: {e}")))?;
     let frame_ns = 1_000_000_000 / FPS as u64;
-    for (i, frame) in clip.frames.iter().enumerate() {
+    for (i, frame) in frames.iter().enumerate() {
         let mut buffer = gst::Buffer::from_slice(frame.clone());
         if let Some(b) = buffer.get_mut() {
             b.set_pts(gst::ClockTime::from_nseconds(i as u64 * frame_ns));
@@ -74,6 +74,20 @@ fn encode(pipeline: &gst::Pipeline, clip: &Clip, size: i32, path: &Path) -> Resu
         }
     }
     Err(fail(path, "the encoder did not finish within 60 s"))
+}
+
+/// Writes `video` to `path` (MP4) and its ground truth beside it as
+/// `<path minus extension>.segments.txt`, one `start_s end_s label name`
+/// line per segment; returns the segments file.
+pub fn write_video(video: &Video, path: &Path) -> Result<PathBuf, WriteError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
+    }
+    write_mp4(&video.frames, video.size, path)?;
+    let truth = path.with_extension("segments.txt");
+    let text: String = video.segments.iter().map(|s| s.line() + "\n").collect();
+    std::fs::write(&truth, text).map_err(|e| fail(&truth, e))?;
+    Ok(truth)
 }
 
 /// What [`write_dataset`] produced.
@@ -112,7 +126,7 @@ pub fn write_dataset(out: &Path, spec: &SynthSpec, train: usize, val: usize, wor
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some((split, index, _, rel)) = jobs.get(i) else { break };
                     let clip = render_clip(spec, *split, *index);
-                    if let Err(e) = write_mp4(&clip, &out.join(rel)) {
+                    if let Err(e) = write_mp4(&clip.frames, clip.size, &out.join(rel)) {
                         if let Ok(mut errs) = errors.lock() {
                             errs.push(e);
                         }
