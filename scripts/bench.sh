@@ -26,3 +26,9 @@ model="$work/slowfast_8x8_r50_224.onnx"
 
 echo "## The slowfast element's frame path (1080p, tiny model, prediction every 32 frames) vs identity, and a live 720p30 source"
 "$bin/slowfast" bench-pipeline --live-seconds 60 --rounds 3 --frames 1200
+
+echo "## Training loader on the real clips, one core: trainer (GStreamer + tch) vs PySlowFast's PyAV loader"
+taskset -c 0 "$bin/trainer" bench-loader --clips 40 --python "$py" "$repo"/../shared/data/videos/*
+
+echo "## Training step, R50 8x8, batch 2, 32 frames at 112, 2 threads: trainer vs PyTorch"
+"$bin/trainer" bench-train --arch slowfast_8x8_r50 --batch 2 --size 112 --threads 2 --iters 5 --pytorch "$py"

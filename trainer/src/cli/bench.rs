@@ -1,7 +1,7 @@
 //! Forward latency of our network beside PyTorch eager running the
 //! reference (pytorchvideo) network on the same machine, in the same run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -30,15 +30,15 @@ pub struct Args {
 }
 
 #[derive(Serialize)]
-struct Timing {
+pub(crate) struct Timing {
     implementation: String,
-    median_ms: f64,
+    pub(crate) median_ms: f64,
     mean_ms: f64,
     min_ms: f64,
     max_ms: f64,
 }
 
-fn summarise(implementation: &str, mut ms: Vec<f64>) -> Timing {
+pub(crate) fn summarise(implementation: &str, mut ms: Vec<f64>) -> Timing {
     ms.sort_by(f64::total_cmp);
     let n = ms.len();
     let median = if n % 2 == 1 { ms[n / 2] } else { (ms[n / 2 - 1] + ms[n / 2]) / 2.0 };
@@ -51,12 +51,34 @@ fn summarise(implementation: &str, mut ms: Vec<f64>) -> Timing {
     }
 }
 
-fn arch_flag(p: Preset) -> &'static str {
+pub(crate) fn arch_flag(p: Preset) -> &'static str {
     match p {
         Preset::SlowFast4x16R50 => "4x16",
         Preset::SlowFast8x8R50 => "8x8",
         Preset::SlowFast8x8R101 => "r101",
     }
+}
+
+/// Runs `bench/<script>` with `python` and reads the JSON object on the
+/// last line of its output: `(that line, the object)`.
+pub(crate) fn run_reference(
+    python: &Path,
+    script: &str,
+    args: impl IntoIterator<Item = String>,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench").join(script);
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default().to_string();
+    let value = serde_json::from_str(&line).with_context(|| format!("reading the reference's output {line:?}"))?;
+    Ok((line, value))
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -88,21 +110,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&ours)?);
 
     let Some(python) = a.pytorch else { return Ok(()) };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_eager.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(["--arch", arch_flag(a.arch)])
-        .args(["--size", &a.size.to_string(), "--threads", &a.threads.to_string()])
-        .args(["--iters", &a.iters.to_string(), "--warmup", &a.warmup.to_string()])
-        .output()
-        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let line = line.lines().last().unwrap_or_default();
-    let reference: serde_json::Value =
-        serde_json::from_str(line).with_context(|| format!("reading the reference's output {line:?}"))?;
+    let args = ["--arch", arch_flag(a.arch), "--size", &a.size.to_string(), "--threads", &a.threads.to_string()]
+        .map(String::from)
+        .into_iter()
+        .chain(["--iters".into(), a.iters.to_string(), "--warmup".into(), a.warmup.to_string()]);
+    let (line, reference) = run_reference(&python, "pytorch_eager.py", args)?;
     let ref_median = reference["median_ms"].as_f64().context("reference output has no median_ms")?;
     println!("{line}");
     println!(

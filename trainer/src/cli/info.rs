@@ -1,27 +1,42 @@
+use std::path::PathBuf;
+
 use clap::Args as ClapArgs;
 use tch::{Device, nn};
 use trainer::model::{Preset, SlowFast};
+use trainer::recipe::Recipe;
 
 #[derive(ClapArgs)]
 pub struct Args {
     #[arg(long, value_enum, default_value = "slowfast_8x8_r50")]
     arch: Preset,
+    /// Describe the network of this training recipe instead of --arch (its
+    /// crop size and frame count are used unless --size / --frames are given).
+    #[arg(long, conflicts_with = "arch")]
+    config: Option<PathBuf>,
     /// Square input size for the compute count.
-    #[arg(long, default_value_t = 256)]
-    size: i64,
+    #[arg(long)]
+    size: Option<i64>,
     /// Fast pathway frames.
-    #[arg(long, default_value_t = 32)]
-    frames: i64,
+    #[arg(long)]
+    frames: Option<i64>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let config = a.arch.config();
+    let (name, config, size, frames) = match &a.config {
+        Some(path) => {
+            let recipe = Recipe::load(path)?;
+            let config = recipe.model_config().map_err(|(f, w)| anyhow::anyhow!("{}: {f}: {w}", path.display()))?;
+            (recipe.name.clone(), config, recipe.test.crop_size as i64, recipe.data.num_frames as i64)
+        }
+        None => (a.arch.name().to_string(), a.arch.config(), 256, 32),
+    };
+    let (size, frames) = (a.size.unwrap_or(size), a.frames.unwrap_or(frames));
     let vs = nn::VarStore::new(Device::Cpu);
     let model = SlowFast::new(&vs.root(), &config)?;
-    let slow = [1, 3, a.frames / config.alpha, a.size, a.size];
-    let fast = [1, 3, a.frames, a.size, a.size];
+    let slow = [1, 3, frames / config.alpha, size, size];
+    let fast = [1, 3, frames, size, size];
     let flops = model.flops(slow, fast)?;
-    println!("arch: {:?}", a.arch);
+    println!("arch: {name}");
     println!("parameters: {}", SlowFast::num_parameters(&vs));
     println!("input: slow {slow:?}, fast {fast:?}");
     println!(

@@ -1,6 +1,9 @@
 //! Command-line front end: one module per subcommand.
 
 mod bench;
+#[cfg(feature = "video")]
+mod bench_loader;
+mod bench_train;
 mod check_data;
 #[cfg(feature = "video")]
 mod demo;
@@ -29,6 +32,11 @@ enum Command {
     Demo(demo::Args),
     /// Eval-mode forward latency on CPU, beside PyTorch eager in the same run.
     Bench(bench::Args),
+    /// Training-loader clips/s on real videos, beside PySlowFast's PyAV loader in the same run.
+    #[cfg(feature = "video")]
+    BenchLoader(bench_loader::Args),
+    /// Training step time (forward, backward, SGD) on CPU, beside PyTorch in the same run.
+    BenchTrain(bench_train::Args),
     /// Write the network as an ONNX model (opset 17) that describes itself.
     Export(export::Args),
     /// Train a recipe; rerunning the same command resumes from the latest checkpoint.
@@ -38,6 +46,9 @@ enum Command {
     /// Write the synthetic motion data set as H.264 MP4 clips with lists.
     #[cfg(feature = "video")]
     Synth(synth::Args),
+    /// Write one video with a segment per class (and its ground truth) for demos.
+    #[cfg(feature = "video")]
+    SynthVideo(synth::VideoArgs),
     /// Open every video of a list and write the unreadable ones to a file.
     CheckData(check_data::Args),
 }
@@ -48,11 +59,16 @@ pub fn run() -> anyhow::Result<()> {
         #[cfg(feature = "video")]
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        #[cfg(feature = "video")]
+        Command::BenchLoader(a) => bench_loader::run(a),
+        Command::BenchTrain(a) => bench_train::run(a),
         Command::Export(a) => export::run(a),
         Command::Train(a) => train::run(a),
         Command::Test(a) => test::run(a),
         #[cfg(feature = "video")]
         Command::Synth(a) => synth::run(a),
+        #[cfg(feature = "video")]
+        Command::SynthVideo(a) => synth::run_video(a),
         Command::CheckData(a) => check_data::run(a),
     }
 }
