@@ -81,7 +81,11 @@ ln -sfn "$ort_lib" "$repo/.deps/libonnxruntime.so"
 export SLOWFAST_CACHE
 export LIBTORCH="$repo/.deps/libtorch"
 export ORT_DYLIB_PATH="$repo/.deps/libonnxruntime.so"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SLOWFAST_CACHE/target}"
+# One target directory per checkout path: binaries and tests bake their
+# source path in (fixtures, the bundled model), and cargo's fingerprints do
+# not notice when the same sources were last built from another path.
+checkout_key="$(printf '%s' "$repo" | cksum | cut -d' ' -f1)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SLOWFAST_CACHE/targets/$checkout_key}"
 log "libtorch: $(readlink -f "$LIBTORCH")"
 log "onnxruntime: $(readlink -f "$ORT_DYLIB_PATH")"
 eval "$_slowfast_opts"
