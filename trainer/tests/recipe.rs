@@ -78,7 +78,8 @@ fn kinetics_recipes_follow_pyslowfast() {
 fn demo_recipe_is_small() {
     let r = Recipe::load(&configs().join("demo_synth_cpu.yaml")).unwrap();
     let m = r.model_config().unwrap();
-    assert_eq!((m.num_classes, m.width_per_group), (11, 8));
+    assert_eq!((m.num_classes, m.depth, m.width_per_group, m.beta_inv), (11, 18, 16, 4));
+    assert_eq!(r.solver.optimizing_method, trainer::recipe::OptimizingMethod::Adamw);
     assert!(!r.data.random_flip, "flipping swaps the synthetic set's left/right classes");
     assert!(matches!(r.data.dataset, Dataset::Synthetic(_)));
 }
