@@ -47,6 +47,16 @@ def build(arch, size):
     return model.eval(), t_slow
 
 
+def timings(times_ms):
+    """Median, mean, min and max of a list of milliseconds, rounded."""
+    return {
+        "median_ms": round(statistics.median(times_ms), 3),
+        "mean_ms": round(statistics.fmean(times_ms), 3),
+        "min_ms": round(min(times_ms), 3),
+        "max_ms": round(max(times_ms), 3),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=sorted(ARCHS), default="8x8")
@@ -81,10 +91,7 @@ def main():
         "size": args.size,
         "threads": args.threads,
         "iters": args.iters,
-        "median_ms": round(statistics.median(times), 3),
-        "mean_ms": round(statistics.fmean(times), 3),
-        "min_ms": round(min(times), 3),
-        "max_ms": round(max(times), 3),
+        **timings(times),
     }))
 
 

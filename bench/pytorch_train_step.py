@@ -13,28 +13,12 @@ weights, none on BatchNorm or other 1-D parameters. Prints one JSON line.
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from pytorch_eager import ARCHS, FAST_FRAMES
-from pytorchvideo.models.slowfast import create_slowfast
-
-
-def build(arch, size):
-    depth, alpha, fusion_kernel = ARCHS[arch]
-    t_slow = FAST_FRAMES // alpha
-    s = size // 32
-    model = create_slowfast(
-        model_depth=depth,
-        model_num_class=400,
-        slowfast_fusion_conv_kernel_size=(fusion_kernel, 1, 1),
-        slowfast_fusion_conv_stride=(alpha, 1, 1),
-        head_pool_kernel_sizes=((t_slow, s, s), (FAST_FRAMES, s, s)),
-    )
-    return model.train(), t_slow
+from pytorch_eager import ARCHS, FAST_FRAMES, build, timings
 
 
 def param_groups(model):
@@ -69,6 +53,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, t_slow = build(args.arch, args.size)
+    model.train()
     opt = torch.optim.SGD(param_groups(model), lr=0.01, momentum=0.9, nesterov=True)
     fast = torch.randn(args.batch, 3, FAST_FRAMES, args.size, args.size)
     slow = torch.randn(args.batch, 3, t_slow, args.size, args.size)
@@ -95,10 +80,7 @@ def main():
         "size": args.size,
         "threads": args.threads,
         "iters": args.iters,
-        "median_ms": round(statistics.median(times), 3),
-        "mean_ms": round(statistics.fmean(times), 3),
-        "min_ms": round(min(times), 3),
-        "max_ms": round(max(times), 3),
+        **timings(times),
     }))
 
 

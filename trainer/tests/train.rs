@@ -32,18 +32,42 @@ fn solver(yaml: &str) -> SolverSection {
     serde_saphyr::from_str(yaml).unwrap()
 }
 
+/// Two identical `fc` linears in two var stores: ours steps one, tch's
+/// reference optimiser the other. Copied, not re-seeded, because the global
+/// RNG is shared with parallel tests.
+fn twin_linears() -> ((nn::VarStore, nn::Linear), (nn::VarStore, nn::Linear)) {
+    let make = || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let lin = nn::linear(vs.root() / "fc", 5, 3, Default::default());
+        (vs, lin)
+    };
+    let (a, (mut vs_b, lin_b)) = (make(), make());
+    vs_b.copy(&a.0).unwrap();
+    (a, (vs_b, lin_b))
+}
+
+/// One step of both sides on the same batch, at learning rate `lr`.
+fn step_both(ours: &mut Optimizer, lin_a: &nn::Linear, reference: &mut nn::Optimizer, lin_b: &nn::Linear, lr: f64) {
+    let x = Tensor::randn([6, 5], (Kind::Float, Device::Cpu));
+    let loss_a = x.apply(lin_a).pow_tensor_scalar(2).mean(Kind::Float);
+    ours.zero_grad();
+    loss_a.backward();
+    ours.step(lr);
+    reference.set_lr(lr);
+    reference.backward_step(&x.apply(lin_b).pow_tensor_scalar(2).mean(Kind::Float));
+}
+
+fn assert_same_weights(a: &nn::VarStore, b: &nn::VarStore, tol: f64, context: &str) {
+    for (name, va) in a.variables() {
+        let diff = (&va - &b.variables()[&name]).abs().max().double_value(&[]);
+        assert!(diff < tol, "{name} {context}: {diff}");
+    }
+}
+
 #[test]
 fn sgd_steps_like_torch_sgd() {
     for nesterov in [true, false] {
-        let make = || {
-            let vs = nn::VarStore::new(Device::Cpu);
-            let lin = nn::linear(vs.root() / "fc", 5, 3, Default::default());
-            (vs, lin)
-        };
-        let (vs_a, lin_a) = make();
-        let (mut vs_b, lin_b) = make();
-        // Same start: copied, since the global RNG is shared with parallel tests.
-        vs_b.copy(&vs_a).unwrap();
+        let ((vs_a, lin_a), (vs_b, lin_b)) = twin_linears();
         let s = solver(&format!(
             "base_lr: 0.1\nmax_epoch: 1\nnesterov: {nesterov}\nmomentum: 0.9\nweight_decay: 0.01\n\
              bn_weight_decay: 0.01\nzero_wd_1d_param: false\n"
@@ -51,21 +75,9 @@ fn sgd_steps_like_torch_sgd() {
         let mut ours = Optimizer::new(&vs_a, &s);
         let mut reference = nn::Sgd { momentum: 0.9, dampening: 0.0, wd: 0.01, nesterov }.build(&vs_b, 0.1).unwrap();
         for step in 0..4 {
-            let x = Tensor::randn([6, 5], (Kind::Float, Device::Cpu));
-            let lr = 0.1 / (step + 1) as f64;
-            let loss_a = x.apply(&lin_a).pow_tensor_scalar(2).mean(Kind::Float);
-            ours.zero_grad();
-            loss_a.backward();
-            ours.step(lr);
-            reference.set_lr(lr);
-            let loss_b = x.apply(&lin_b).pow_tensor_scalar(2).mean(Kind::Float);
-            reference.backward_step(&loss_b);
+            step_both(&mut ours, &lin_a, &mut reference, &lin_b, 0.1 / (step + 1) as f64);
         }
-        for (name, a) in vs_a.variables() {
-            let b = &vs_b.variables()[&name];
-            let diff = (&a - b).abs().max().double_value(&[]);
-            assert!(diff < 1e-7, "{name} nesterov={nesterov}: {diff}");
-        }
+        assert_same_weights(&vs_a, &vs_b, 1e-7, &format!("nesterov={nesterov}"));
         assert_eq!(ours.state().len(), 2, "one momentum buffer per parameter");
     }
 }
@@ -168,42 +180,22 @@ fn tiny_run_writes_checkpoints_metrics_plots_and_tests() {
 
 #[test]
 fn adamw_steps_like_torch_adamw() {
-    let make = || {
-        let vs = nn::VarStore::new(Device::Cpu);
-        let lin = nn::linear(vs.root() / "fc", 5, 3, Default::default());
-        (vs, lin)
-    };
-    let (vs_a, lin_a) = make();
-    let (mut vs_b, lin_b) = make();
-    vs_b.copy(&vs_a).unwrap();
+    let ((vs_a, lin_a), (vs_b, lin_b)) = twin_linears();
     let s = solver(
         "optimizing_method: adamw\nbase_lr: 0.01\nmax_epoch: 1\nweight_decay: 0.05\nbn_weight_decay: 0.05\n\
          zero_wd_1d_param: false\nbetas: [0.8, 0.99]\neps: 1.0e-6\n",
     );
     let mut ours = Optimizer::new(&vs_a, &s);
     let mut reference = nn::AdamW { beta1: 0.8, beta2: 0.99, wd: 0.05, eps: 1e-6, amsgrad: false }.build(&vs_b, 0.01).unwrap();
-    let mut resumed = None;
-    for step in 0..5 {
-        let x = Tensor::randn([6, 5], (Kind::Float, Device::Cpu));
-        let lr = 0.01 / (step + 1) as f64;
-        if step == 3 {
-            // Through a checkpoint: a fresh optimiser loaded from the saved state.
-            let mut fresh = Optimizer::new(&vs_a, &s);
-            fresh.load_state(ours.state().into_iter().collect()).unwrap();
-            resumed = Some(fresh);
-        }
-        let opt = resumed.as_mut().unwrap_or(&mut ours);
-        let loss_a = x.apply(&lin_a).pow_tensor_scalar(2).mean(Kind::Float);
-        opt.zero_grad();
-        loss_a.backward();
-        opt.step(lr);
-        reference.set_lr(lr);
-        let loss_b = x.apply(&lin_b).pow_tensor_scalar(2).mean(Kind::Float);
-        reference.backward_step(&loss_b);
+    for step in 0..3 {
+        step_both(&mut ours, &lin_a, &mut reference, &lin_b, 0.01 / (step + 1) as f64);
     }
-    for (name, a) in vs_a.variables() {
-        let b = &vs_b.variables()[&name];
-        let diff = (&a - b).abs().max().double_value(&[]);
-        assert!(diff < 1e-6, "{name}: {diff}");
+    // Through a checkpoint: a fresh optimiser loaded from the saved state
+    // (moments and step count) carries on.
+    let mut resumed = Optimizer::new(&vs_a, &s);
+    resumed.load_state(ours.state().into_iter().collect()).unwrap();
+    for step in 3..5 {
+        step_both(&mut resumed, &lin_a, &mut reference, &lin_b, 0.01 / (step + 1) as f64);
     }
+    assert_same_weights(&vs_a, &vs_b, 1e-6, "after a resume");
 }
