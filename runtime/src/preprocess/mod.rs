@@ -7,6 +7,10 @@
 //! normalising after gives the same values (to float rounding) while
 //! touching only the resized pixels.
 
+mod window;
+
+pub use window::{CropWindow, crop_clip};
+
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
     #[error("frame of {width}x{height} has {got} bytes, expected {expected} (packed RGB)")]

@@ -1,0 +1,195 @@
+//! One square view of a clip in a single pass: PySlowFast's spatial
+//! sampling (`random_short_side_scale_jitter`, then `random_crop` and
+//! `horizontal_flip` in training, or `uniform_crop` in testing) and
+//! `tensor_normalize`, computing only the pixels inside the crop.
+//!
+//! Resizing a whole frame to a 256-320 short side and then keeping a 224
+//! square throws away half of the work; here the bilinear taps of the
+//! crop's rows and columns are picked out of the full-frame taps, so every
+//! output equals the same pixel of the resized frame. The pass is separable
+//! in the same order as ATen's kernel (columns within a row first, then
+//! the two rows), and each source row is interpolated once per frame.
+
+use super::{Normalization, PreprocessError, Taps};
+
+/// Where the view lies in the resized frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropWindow {
+    /// Size of the frame after its short side is resized, `(width, height)`.
+    pub scaled: (usize, usize),
+    /// Top-left corner of the crop in the resized frame, `(y, x)`.
+    pub offset: (usize, usize),
+    /// Side of the square crop.
+    pub size: usize,
+    /// Mirror left-right after cropping.
+    pub flip: bool,
+}
+
+impl Taps {
+    /// The taps of outputs `start..start + len` (reversed when `flip`).
+    fn window(&self, start: usize, len: usize, flip: bool) -> Taps {
+        let pick = |o: usize| if flip { start + len - 1 - o } else { start + o };
+        Taps {
+            i0: (0..len).map(|o| self.i0[pick(o)]).collect(),
+            i1: (0..len).map(|o| self.i1[pick(o)]).collect(),
+            w0: (0..len).map(|o| self.w0[pick(o)]).collect(),
+            w1: (0..len).map(|o| self.w1[pick(o)]).collect(),
+        }
+    }
+}
+
+/// Resizes, crops and normalises `frames` packed RGB frames of
+/// `width x height` (stored one after another in `data`) into a planar
+/// `[3, frames, size, size]` clip.
+pub fn crop_clip(
+    data: &[u8],
+    frames: usize,
+    width: usize,
+    height: usize,
+    window: &CropWindow,
+    norm: &Normalization,
+) -> Result<Vec<f32>, PreprocessError> {
+    let frame_len = width * height * 3;
+    if frame_len == 0 || frames == 0 || data.len() != frames * frame_len {
+        return Err(PreprocessError::FrameSize {
+            width,
+            height,
+            got: data.len() / frames.max(1),
+            expected: frame_len,
+        });
+    }
+    let CropWindow { scaled: (sw, sh), offset: (y0, x0), size, flip } = *window;
+    if size == 0 || y0 + size > sh || x0 + size > sw {
+        return Err(PreprocessError::TooSmall { width: sw.saturating_sub(x0), height: sh.saturating_sub(y0), size });
+    }
+    let xs = Taps::new(width, sw).window(x0, size, flip);
+    let ys = Taps::new(height, sh).window(y0, size, false);
+    let affine = norm.affine();
+    let plane = size * size;
+    let mut out = vec![0.0f32; 3 * frames * plane];
+    let mut rows = RowCache::new(size);
+    for (t, frame) in data.chunks_exact(frame_len).enumerate() {
+        rows.clear();
+        for oy in 0..size {
+            let (top, bottom) = rows.pair(frame, width, &xs, ys.i0[oy], ys.i1[oy]);
+            let (h0, h1) = (ys.w0[oy], ys.w1[oy]);
+            for (c, &(scale, shift)) in affine.iter().enumerate() {
+                let dst = &mut out[(c * frames + t) * plane + oy * size..][..size];
+                for (ox, d) in dst.iter_mut().enumerate() {
+                    let v = top[ox * 3 + c] * h0 + bottom[ox * 3 + c] * h1;
+                    *d = v * scale + shift;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The last two source rows interpolated along x (packed RGB, f32): output
+/// rows walk down the frame, so each source row is computed once.
+struct RowCache {
+    rows: [(usize, Vec<f32>); 2],
+}
+
+impl RowCache {
+    fn new(size: usize) -> RowCache {
+        RowCache { rows: [(usize::MAX, vec![0.0; size * 3]), (usize::MAX, vec![0.0; size * 3])] }
+    }
+
+    fn clear(&mut self) {
+        self.rows[0].0 = usize::MAX;
+        self.rows[1].0 = usize::MAX;
+    }
+
+    /// Rows `r0` and `r1` (`r1` is `r0` or `r0 + 1`), interpolated.
+    fn pair(&mut self, frame: &[u8], width: usize, xs: &Taps, r0: usize, r1: usize) -> (&[f32], &[f32]) {
+        if self.rows[0].0 != r0 {
+            if self.rows[1].0 == r0 {
+                self.rows.swap(0, 1);
+            } else {
+                interpolate_row(&frame[r0 * width * 3..][..width * 3], xs, &mut self.rows[0].1);
+                self.rows[0].0 = r0;
+            }
+        }
+        if r1 != r0 && self.rows[1].0 != r1 {
+            interpolate_row(&frame[r1 * width * 3..][..width * 3], xs, &mut self.rows[1].1);
+            self.rows[1].0 = r1;
+        }
+        let [a, b] = &self.rows;
+        (&a.1, if r1 == r0 { &a.1 } else { &b.1 })
+    }
+}
+
+fn interpolate_row(src: &[u8], xs: &Taps, out: &mut [f32]) {
+    for (ox, px) in out.chunks_exact_mut(3).enumerate() {
+        let (a, b) = (&src[xs.i0[ox] * 3..][..3], &src[xs.i1[ox] * 3..][..3]);
+        let (w0, w1) = (xs.w0[ox], xs.w1[ox]);
+        for c in 0..3 {
+            px[c] = f32::from(a[c]) * w0 + f32::from(b[c]) * w1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ScaledFrame, SpatialCrop, scale_frame, scaled_size};
+    use super::*;
+
+    const NORM: Normalization = Normalization { mean: [0.45, 0.4, 0.35], std: [0.225, 0.25, 0.2] };
+
+    fn frames(n: usize, w: usize, h: usize) -> Vec<u8> {
+        (0..n * w * h * 3).map(|i| ((i * 7919) % 251) as u8).collect()
+    }
+
+    /// The same view cut out of a whole resized frame.
+    fn cut(f: &ScaledFrame, (y0, x0): (usize, usize), size: usize, flip: bool) -> Vec<f32> {
+        let mut v = Vec::new();
+        for c in 0..3 {
+            for y in 0..size {
+                for x in 0..size {
+                    let x = if flip { x0 + size - 1 - x } else { x0 + x };
+                    v.push(f.data[c * f.width * f.height + (y0 + y) * f.width + x]);
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn equals_the_crop_of_the_whole_resized_frame() {
+        let (w, h) = (37, 23);
+        for (short, offset, size, flip) in [(30, (3, 11), 24, true), (23, (0, 13), 23, false), (17, (2, 5), 12, true)] {
+            let data = frames(1, w, h);
+            let scaled = scaled_size(w, h, short);
+            let whole = scale_frame(&data, w, h, short, &NORM).unwrap();
+            let got = crop_clip(&data, 1, w, h, &CropWindow { scaled, offset, size, flip }, &NORM).unwrap();
+            let want = cut(&whole, offset, size, flip);
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-6, "short side {short}: {worst}");
+        }
+    }
+
+    #[test]
+    fn frames_land_in_their_planes() {
+        let (w, h, n) = (20, 16, 3);
+        let data = frames(n, w, h);
+        let window = CropWindow { scaled: (20, 16), offset: SpatialCrop::Centre.offset(20, 16, 16), size: 16, flip: false };
+        let clip = crop_clip(&data, n, w, h, &window, &NORM).unwrap();
+        for t in 0..n {
+            let one = crop_clip(&data[t * w * h * 3..][..w * h * 3], 1, w, h, &window, &NORM).unwrap();
+            for c in 0..3 {
+                assert_eq!(&clip[(c * n + t) * 256..][..256], &one[c * 256..][..256]);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        let data = frames(2, 8, 8);
+        let window = CropWindow { scaled: (8, 8), offset: (1, 0), size: 8, flip: false };
+        assert!(matches!(crop_clip(&data, 2, 8, 8, &window, &NORM), Err(PreprocessError::TooSmall { .. })));
+        let window = CropWindow { offset: (0, 0), ..window };
+        assert!(matches!(crop_clip(&data[1..], 2, 8, 8, &window, &NORM), Err(PreprocessError::FrameSize { .. })));
+        assert!(crop_clip(&data, 2, 8, 8, &window, &NORM).is_ok());
+    }
+}
