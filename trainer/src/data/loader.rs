@@ -242,11 +242,12 @@ fn load(source: &Source, opts: &LoaderOptions, idx: usize, rng: &mut Rng) -> Res
         Mode::Train => {
             let position = ClipPosition::Random { fraction: rng.uniform() };
             let raw = source.clips(idx, opts.temporal, &[position])?.remove(0);
-            Ok(train_view(&raw, rng, opts.jitter, opts.crop, opts.flip, &opts.normalize))
+            train_view(&raw, rng, opts.jitter, opts.crop, opts.flip, &opts.normalize)
+                .map_err(|why| super::SampleError::new(source.name(idx), why))
         }
         Mode::Val => {
             let raw = source.clips(idx, opts.temporal, &[ClipPosition::Random { fraction: 0.5 }])?.remove(0);
-            Ok(test_view(&raw, opts.crop, 1, 1, &opts.normalize))
+            test_view(&raw, opts.crop, 1, 1, &opts.normalize).map_err(|why| super::SampleError::new(source.name(idx), why))
         }
     }
 }

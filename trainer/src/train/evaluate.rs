@@ -210,8 +210,8 @@ fn views_of(source: &Source, setup: &TestSetup, i: usize) -> Result<Vec<Tensor>,
     let positions: Vec<ClipPosition> =
         (0..setup.views).map(|index| ClipPosition::View { index, count: setup.views }).collect();
     let raws = source.clips(i, setup.temporal, &positions).map_err(|e| Failure { name: e.name, why: e.why })?;
-    Ok(raws
-        .iter()
+    raws.iter()
         .flat_map(|raw| (0..setup.crops).map(move |c| test_view(raw, setup.crop, c, setup.crops, &setup.normalize)))
-        .collect())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|why| Failure { name: source.name(i), why })
 }
