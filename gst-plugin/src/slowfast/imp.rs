@@ -294,6 +294,11 @@ impl ObjectImpl for SlowFast {
                     .blurb("Predictions made since the element started")
                     .read_only()
                     .build(),
+                glib::ParamSpecUInt::builder("pending")
+                    .nick("Pending")
+                    .blurb("Clips waiting for or in inference now (a window is skipped when this has reached max-pending)")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt64::builder("skipped")
                     .nick("Skipped")
                     .blurb("Windows not predicted because max-pending clips were still in inference")
@@ -348,6 +353,7 @@ impl ObjectImpl for SlowFast {
             "draw" => s.stream.draw.to_value(),
             "max-pending" => s.stream.max_pending.to_value(),
             "predictions" => self.shared.predictions.load(Ordering::Relaxed).to_value(),
+            "pending" => (*lock(&self.shared.pending) as u32).to_value(),
             "skipped" => self.shared.skipped.load(Ordering::Relaxed).to_value(),
             "provider" => lock(&self.shared.provider).clone().to_value(),
             _ => glib::Value::from_type(pspec.value_type()),

@@ -170,7 +170,10 @@ impl Bridge {
 }
 
 /// Waits until the element can take the window frame `n` makes due
-/// without skipping it: completed predictions >= due - max-pending.
+/// without skipping it: completed predictions >= due - max-pending, and
+/// fewer than max-pending clips in inference (a finished job is counted
+/// as a prediction a moment before it leaves `pending`; under load the
+/// first alone let a window through to be skipped).
 fn pace(p: &Pacing, n: u64, window: u64) {
     let stride = u64::from(p.element.property::<u32>("stride").max(1));
     if n < window || !(n - window).is_multiple_of(stride) {
@@ -180,7 +183,10 @@ fn pace(p: &Pacing, n: u64, window: u64) {
     let max_pending = u64::from(p.element.property::<u32>("max-pending"));
     let skipped_before = p.element.property::<u64>("skipped");
     let start = Instant::now();
-    while p.element.property::<u64>("predictions") + max_pending < due {
+    let busy = || {
+        p.element.property::<u64>("predictions") + max_pending < due || u64::from(p.element.property::<u32>("pending")) >= max_pending
+    };
+    while busy() {
         // A reset window (caps change, timestamp gap) or a skip means the
         // count no longer matches the element's: stop waiting.
         if start.elapsed() > PACE_TIMEOUT || p.element.property::<u64>("skipped") > skipped_before {
