@@ -77,7 +77,9 @@ fn sgd_steps_like_torch_sgd() {
         for step in 0..4 {
             step_both(&mut ours, &lin_a, &mut reference, &lin_b, 0.1 / (step + 1) as f64);
         }
-        assert_same_weights(&vs_a, &vs_b, 1e-7, &format!("nesterov={nesterov}"));
+        // A few float ulps: the two sum the Nesterov update in different
+        // orders (1.2e-7 seen on weights near 1).
+        assert_same_weights(&vs_a, &vs_b, 1e-6, &format!("nesterov={nesterov}"));
         assert_eq!(ours.state().len(), 2, "one momentum buffer per parameter");
     }
 }
