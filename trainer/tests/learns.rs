@@ -5,10 +5,11 @@
 //!
 //! Both runs use the demo's network on 8 frames of 16-frame clips (the same
 //! motion in a third of the frames, so it moves three times as far between
-//! them and is learnt sooner) and 40% of its data: a few minutes each on
-//! two cores. The
-//! thresholds leave room for the run-to-run noise of 11-way accuracy on 110
-//! validation clips (chance: 9.1%).
+//! them and is learnt sooner) and 13% of its data for 20 epochs: several
+//! minutes each on two cores. 12 epochs were too few to be reliable: 43.6%,
+//! 38.2% and 15.5% top-1 for three random streams; at 20, 79.1% and 72.7%
+//! for two seeds, and 5.5% for the single frame. The thresholds leave room
+//! for that noise on 110 validation clips (chance: 9.1%).
 
 use std::path::Path;
 
@@ -26,9 +27,9 @@ width_per_group: 16, beta_inv: 4, dropout: 0.0 }}\n\
 data: {{ dataset: {{ synthetic: {{ train: 528, val: 110, size: 64, frames: 16, seed: 11 }} }}, \
 num_frames: 8, sampling_rate: 2, target_fps: {window_fps}, train_jitter_scales: [64, 72], train_crop_size: 64, \
 random_flip: false }}\n\
-solver: {{ optimizing_method: adamw, base_lr: 0.003, reference_batch_size: 16, max_epoch: 12, warmup_epochs: 1, \
+solver: {{ optimizing_method: adamw, base_lr: 0.003, reference_batch_size: 16, max_epoch: 20, warmup_epochs: 1, \
 warmup_start_lr: 0.0003, weight_decay: 0.05 }}\n\
-train: {{ batch_size: 16, checkpoint_period: 12, eval_period: 12, log_period: 33 }}\n\
+train: {{ batch_size: 16, checkpoint_period: 20, eval_period: 20, log_period: 33 }}\n\
 precise_bn: {{ enabled: true, num_batches: 8 }}\n\
 test: {{ num_ensemble_views: 1, num_spatial_crops: 1, crop_size: 64, batch_size: 22 }}\n\
 loader: {{ workers: 2, prefetch_batches: 2 }}\n"
@@ -46,11 +47,10 @@ fn val_top1(window_fps: f64) -> f64 {
 fn slowfast_learns_motion_that_a_single_frame_cannot_show() {
     let clip = val_top1(30.0);
     let frame = val_top1(480.0);
-    // Measured on the project's machine: 43.6% and 10.0%.
     eprintln!("val top-1: 8-frame clips {:.1}%, one frame {:.1}%", clip * 100.0, frame * 100.0);
-    assert!(clip >= 0.3, "the network did not learn the motion classes: {:.1}% top-1", clip * 100.0);
+    assert!(clip >= 0.5, "the network did not learn the motion classes: {:.1}% top-1", clip * 100.0);
     // One frame could still give away a flash (object gone) or hint at a
     // zoom (object unusually small or large): a little above chance is allowed.
     assert!(frame <= 0.2, "a single frame separated the classes ({:.1}%): they leak appearance", frame * 100.0);
-    assert!(clip - frame >= 0.2, "clips {:.1}% vs frames {:.1}%", clip * 100.0, frame * 100.0);
+    assert!(clip - frame >= 0.3, "clips {:.1}% vs frames {:.1}%", clip * 100.0, frame * 100.0);
 }
