@@ -62,11 +62,11 @@ pub fn crop_clip(
     if size == 0 || y0 + size > sh || x0 + size > sw {
         return Err(PreprocessError::TooSmall { width: sw.saturating_sub(x0), height: sh.saturating_sub(y0), size });
     }
+    let plane = size * size;
+    let mut out = vec![0.0f32; 3 * frames * plane];
     let xs = Taps::new(width, sw).window(x0, size, flip);
     let ys = Taps::new(height, sh).window(y0, size, false);
     let affine = norm.affine();
-    let plane = size * size;
-    let mut out = vec![0.0f32; 3 * frames * plane];
     let mut rows = RowCache::new(size);
     for (t, frame) in data.chunks_exact(frame_len).enumerate() {
         rows.clear();
@@ -75,9 +75,9 @@ pub fn crop_clip(
             let (h0, h1) = (ys.w0[oy], ys.w1[oy]);
             for (c, &(scale, shift)) in affine.iter().enumerate() {
                 let dst = &mut out[(c * frames + t) * plane + oy * size..][..size];
-                for (ox, d) in dst.iter_mut().enumerate() {
-                    let v = top[ox * 3 + c] * h0 + bottom[ox * 3 + c] * h1;
-                    *d = v * scale + shift;
+                let (top, bottom) = (&top[c * size..][..size], &bottom[c * size..][..size]);
+                for ((d, &a), &b) in dst.iter_mut().zip(top).zip(bottom) {
+                    *d = (a * h0 + b * h1) * scale + shift;
                 }
             }
         }
@@ -85,8 +85,9 @@ pub fn crop_clip(
     Ok(out)
 }
 
-/// The last two source rows interpolated along x (packed RGB, f32): output
-/// rows walk down the frame, so each source row is computed once.
+/// The last two source rows interpolated along x, planar (`[3][size]`
+/// f32, so the vertical pass runs over contiguous values): output rows walk
+/// down the frame, so each source row is computed once.
 struct RowCache {
     rows: [(usize, Vec<f32>); 2],
 }
@@ -121,12 +122,15 @@ impl RowCache {
 }
 
 fn interpolate_row(src: &[u8], xs: &Taps, out: &mut [f32]) {
-    for (ox, px) in out.chunks_exact_mut(3).enumerate() {
-        let (a, b) = (&src[xs.i0[ox] * 3..][..3], &src[xs.i1[ox] * 3..][..3]);
+    let size = xs.i0.len();
+    let (r, gb) = out.split_at_mut(size);
+    let (g, b) = gb.split_at_mut(size);
+    for ox in 0..size {
+        let (p, q) = (&src[xs.i0[ox] * 3..][..3], &src[xs.i1[ox] * 3..][..3]);
         let (w0, w1) = (xs.w0[ox], xs.w1[ox]);
-        for c in 0..3 {
-            px[c] = f32::from(a[c]) * w0 + f32::from(b[c]) * w1;
-        }
+        r[ox] = f32::from(p[0]) * w0 + f32::from(q[0]) * w1;
+        g[ox] = f32::from(p[1]) * w0 + f32::from(q[1]) * w1;
+        b[ox] = f32::from(p[2]) * w0 + f32::from(q[2]) * w1;
     }
 }
 
