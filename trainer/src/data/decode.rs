@@ -1,10 +1,14 @@
 //! Decoding only the frames a clip needs: the pipeline prerolls to learn
-//! the frame rate and duration, seeks (accurately) to the clip's first
-//! frame and stops after its last, instead of decoding the whole video as
-//! PySlowFast's PyAV path also avoids. Videos without a usable duration are
-//! decoded from the start.
+//! the frame rate and duration, seeks to the key frame before the clip's
+//! first frame and stops after its last, instead of decoding the whole
+//! video (PySlowFast's PyAV path also seeks). On the way, frames nobody
+//! samples are skipped by the decoder where the codec allows (see
+//! `Pipeline::select`) and never colour-converted. Videos without a usable
+//! duration are decoded from the start.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
 use gst_video::prelude::*;
@@ -26,10 +30,21 @@ const TIMEOUT_S: u64 = 20;
 /// answers at once. So prerolling gives up early and tries once more.
 const PREROLL_TIMEOUT_S: u64 = 3;
 const PREROLL_TRIES: usize = 2;
+/// How many frames before the first wanted one the decoder stops skipping
+/// (see `Pipeline::select`): the largest H.264 reorder depth (16 frames in
+/// the decoded picture buffer).
+const SKIP_MARGIN: usize = 16;
 
 struct Pipeline {
     pipeline: gst::Pipeline,
     sink: gst_app::AppSink,
+    /// The video decoder decodebin picked, once it has.
+    decoder: Arc<Mutex<Option<gst::glib::WeakRef<gst::Element>>>>,
+    /// Whether a buffer reached the decoder without a presentation time
+    /// (AVI: MPEG-4 Part 2 with packed B-frames). The decoder then guesses
+    /// the times of what it outputs, and those repeat and skip, so frames
+    /// are numbered by counting instead.
+    untimed: Arc<AtomicBool>,
     name: String,
 }
 
@@ -67,7 +82,33 @@ impl Pipeline {
             .by_name("sink")
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| fail("appsink missing".into()))?;
-        Ok(Pipeline { pipeline, sink, name })
+        let decoder = Arc::new(Mutex::new(None));
+        let untimed = Arc::new(AtomicBool::new(false));
+        let (found, untimed_input) = (decoder.clone(), untimed.clone());
+        pipeline.connect_deep_element_added(move |_, _, element| {
+            if element.is::<gst_video::VideoDecoder>() {
+                // Loader workers are the parallelism: a decoder's own threads
+                // would only compete with the other workers for the cores.
+                if element.has_property("max-threads") {
+                    element.set_property("max-threads", 1i32);
+                }
+                if let Ok(mut d) = found.lock() {
+                    *d = Some(element.downgrade());
+                }
+                // Prerolling feeds the decoder its first frames, so this is
+                // known before any clip is decoded.
+                let untimed = untimed_input.clone();
+                if let Some(pad) = element.static_pad("sink") {
+                    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                        if info.buffer().is_some_and(|b| b.pts().is_none()) {
+                            untimed.store(true, Ordering::Relaxed);
+                        }
+                        gst::PadProbeReturn::Ok
+                    });
+                }
+            }
+        });
+        Ok(Pipeline { pipeline, sink, decoder, untimed, name })
     }
 
     fn error(&self, fallback: &str) -> SampleError {
@@ -133,6 +174,49 @@ impl Pipeline {
         Ok(Opened { fps, frames, origin_ns })
     }
 
+    /// Has only the `wanted` frames decoded and passed on, as far as the
+    /// decoder allows. The frames from the key frame up to the clip are
+    /// announced to the decoder as already late, the way a late video sink
+    /// would (a QoS event): the libav decoders then skip those no other
+    /// frame refers to (the B-frames of an H.264 stream, often half of it).
+    /// A decoder applies the verdict on one frame to the next frame it is
+    /// handed, so "late" ends `SKIP_MARGIN` frames (the most an H.264
+    /// decoder can reorder) before the first wanted one. Every frame
+    /// unwanted that still comes out is dropped at the decoder's output,
+    /// before colour conversion. The event goes with each buffer because
+    /// decoders forget QoS state on flushes and state changes.
+    fn select(&self, wanted: Arc<Wanted>) {
+        let decoder = self.decoder.lock().ok().and_then(|d| d.as_ref().and_then(|w| w.upgrade()));
+        let Some(decoder) = decoder else { return };
+        let (Some(sink), Some(src)) = (decoder.static_pad("sink"), decoder.static_pad("src")) else { return };
+        // Output dropping is ours (below), in one place.
+        if decoder.has_property("qos") {
+            decoder.set_property("qos", false);
+        }
+        let first = wanted.frames.iter().position(|&w| w).unwrap_or(0);
+        let late_until = first.saturating_sub(SKIP_MARGIN) as f64;
+        let until = gst::ClockTime::from_nseconds(wanted.origin_ns + (late_until * wanted.frame_ns) as u64);
+        let upstream = src.clone();
+        sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
+            let earliest = if pts < until {
+                let segment = pad.sticky_event::<gst::event::Segment>(0);
+                segment.and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(until)))
+            } else {
+                None
+            };
+            // "In time" is a running time of 0, not "no timing": on the
+            // latter the 1.22 libav decoders keep the last mode, skipping.
+            let earliest = earliest.unwrap_or(gst::ClockTime::ZERO);
+            upstream.send_event(gst::event::Qos::new(gst::QOSType::Underflow, 1.0, 0, earliest));
+            gst::PadProbeReturn::Ok
+        });
+        src.add_probe(gst::PadProbeType::BUFFER, move |_, info| match info.buffer().and_then(|b| b.pts()) {
+            Some(pts) if !wanted.contains(wanted.index(pts)) => gst::PadProbeReturn::Drop,
+            _ => gst::PadProbeReturn::Ok,
+        });
+    }
+
     /// The next decoded sample, `None` at the end of the stream; an error
     /// posted on the bus ends the wait at once.
     fn pull(&self) -> Result<Option<gst::Sample>, SampleError> {
@@ -184,7 +268,7 @@ pub fn probe(path: &Path) -> Result<Probe, SampleError> {
     let fps = if o.fps > 0.0 { o.fps } else { 30.0 };
     match o.frames {
         Some(frames) => Ok(Probe { frames, fps }),
-        None => Ok(Probe { frames: decode_range(&p, &o, 0, usize::MAX)?.len(), fps }),
+        None => Ok(Probe { frames: decode_frames(&p, &o, None)?.len(), fps }),
     }
 }
 
@@ -194,13 +278,13 @@ pub fn decode_clips(path: &Path, pick: impl Fn(usize, f64) -> Vec<Vec<usize>>) -
     let (p, o) = open_prerolled(path)?;
     let (total, frames) = match o.frames {
         Some(total) => {
-            let clips = pick(total, if o.fps > 0.0 { o.fps } else { 30.0 });
-            let lo = clips.iter().flatten().copied().min().unwrap_or(0);
-            let hi = clips.iter().flatten().copied().max().unwrap_or(0);
-            (total, decode_range(&p, &o, lo, hi)?)
+            let mut wanted: Vec<usize> = pick(total, if o.fps > 0.0 { o.fps } else { 30.0 }).into_iter().flatten().collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            (total, decode_frames(&p, &o, Some(&wanted))?)
         }
         None => {
-            let all = decode_range(&p, &o, 0, usize::MAX)?;
+            let all = decode_frames(&p, &o, None)?;
             (all.len(), all)
         }
     };
@@ -212,9 +296,9 @@ pub fn decode_clips(path: &Path, pick: impl Fn(usize, f64) -> Vec<Vec<usize>>) -
         .map(|idx| {
             let mut data = Vec::with_capacity(idx.len() * w * h * 3);
             for i in &idx {
-                // The latest frame shown at or before index `i`: a stream
-                // shorter than its header says (truncated) repeats its last
-                // decoded frame, as the reference clamps indices.
+                // The latest kept frame at or before index `i`: a stream
+                // shorter than its header says (truncated) repeats the last
+                // sampled frame it has, as the reference clamps indices.
                 let k = frames.partition_point(|f| f.0 <= *i).max(1) - 1;
                 data.extend_from_slice(&frames[k].1);
             }
@@ -226,33 +310,76 @@ pub fn decode_clips(path: &Path, pick: impl Fn(usize, f64) -> Vec<Vec<usize>>) -
 /// A decoded frame: (frame number, packed RGB, width, height).
 type Frame = (usize, Vec<u8>, usize, usize);
 
-/// Frames `lo..=hi` (by presentation time), in order.
-fn decode_range(p: &Pipeline, o: &Opened, lo: usize, hi: usize) -> Result<Vec<Frame>, SampleError> {
+/// The frame numbers clips sample, and how timestamps map to them.
+struct Wanted {
+    /// `frames[i]`: frame `i` is sampled.
+    frames: Vec<bool>,
+    origin_ns: u64,
+    frame_ns: f64,
+}
+
+impl Wanted {
+    /// Same numbering as `decode_frames`.
+    fn index(&self, pts: gst::ClockTime) -> usize {
+        (pts.nseconds().saturating_sub(self.origin_ns) as f64 / self.frame_ns).round() as usize
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        self.frames.get(i).copied().unwrap_or(false)
+    }
+}
+
+/// The frames numbered in `wanted` (sorted, unique; all frames when
+/// `None`), in order; frames in between are not kept.
+fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<Vec<Frame>, SampleError> {
     let frame_ns = if o.fps > 0.0 { 1e9 / o.fps } else { 0.0 };
+    let counted = p.untimed.load(Ordering::Relaxed);
+    let (lo, hi) = match wanted {
+        Some(w) => (w.first().copied().unwrap_or(0), w.last().copied().unwrap_or(0)),
+        None => (0, usize::MAX),
+    };
+    if let (Some(w), true) = (wanted, frame_ns > 0.0) {
+        let mut frames = vec![false; hi + 1];
+        for &i in w {
+            frames[i] = true;
+        }
+        if !counted {
+            p.select(Arc::new(Wanted { frames, origin_ns: o.origin_ns, frame_ns }));
+        }
+    }
     if lo > 0 && frame_ns > 0.0 {
         // Seek positions are in stream time, which an MP4 edit list shifts
         // against the frames' timestamps: aim two frames early without the
-        // origin, so the target is never past the first wanted frame (the
-        // frames before it are dropped by number below).
+        // origin, so the target is never past the first wanted frame. To
+        // the key frame before it, not ACCURATE: the segment then starts at
+        // the key frame, so the frames up to the clip have running times
+        // the decoder can be told are late (see `select`).
         let target = gst::ClockTime::from_nseconds(((lo as f64 - 2.0).max(0.0) * frame_ns) as u64);
         p.pipeline
-            .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, target)
+            .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE, target)
             .map_err(|_| p.error("seek refused"))?;
     }
     p.pipeline.set_state(gst::State::Playing).map_err(|_| p.error("cannot start decoding"))?;
     let mut out = Vec::new();
     let mut next = lo;
+    let mut started = false;
     loop {
         let Some(sample) = p.pull()? else { break };
         let (Some(caps), Some(buffer)) = (sample.caps(), sample.buffer()) else { continue };
-        // Frame number from the timestamp, so frames before the seek target
-        // (a decoder that cannot seek exactly) are dropped, not miscounted.
+        // Frame number from the timestamp, so frames a decoder let through
+        // before the clip are dropped, not miscounted. Counted frames start
+        // from the first one after the seek: the key frame, whose time
+        // comes from the container.
         let index = match (buffer.pts(), frame_ns > 0.0) {
-            (Some(pts), true) => (pts.nseconds().saturating_sub(o.origin_ns) as f64 / frame_ns).round() as usize,
+            (Some(pts), true) if !counted || !started => {
+                (pts.nseconds().saturating_sub(o.origin_ns) as f64 / frame_ns).round() as usize
+            }
             _ => next,
         };
+        started = true;
         next = index + 1;
-        if index < lo {
+        let unwanted = wanted.is_some_and(|w| w.binary_search(&index).is_err());
+        if index < lo || (unwanted && index < hi) {
             continue;
         }
         if index > hi {
