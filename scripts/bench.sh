@@ -30,5 +30,5 @@ echo "## The slowfast element's frame path (1080p, tiny model, prediction every 
 echo "## Training loader on the real clips, one core: trainer (GStreamer + tch) vs PySlowFast's PyAV loader"
 taskset -c 0 "$bin/trainer" bench-loader --clips 40 --python "$py" "$repo"/../shared/data/videos/*
 
-echo "## Training step, R50 8x8, batch 2, 32 frames at 112, 2 threads: trainer vs PyTorch"
-"$bin/trainer" bench-train --arch slowfast_8x8_r50 --batch 2 --size 112 --threads 2 --iters 5 --pytorch "$py"
+echo "## Training step, R50 8x8, batch 2, 32 frames at 128, 2 threads: trainer vs PyTorch"
+"$bin/trainer" bench-train --arch slowfast_8x8_r50 --batch 2 --size 128 --threads 2 --iters 8 --pytorch "$py"
