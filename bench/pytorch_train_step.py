@@ -42,7 +42,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=sorted(ARCHS), default="8x8")
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--size", type=int, default=112)
+    ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)

@@ -10,6 +10,11 @@ fn numbers(v: &Value) -> Vec<f64> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
+/// The case's input frames, packed RGB.
+fn pixels(case: &Value) -> Vec<u8> {
+    numbers(&case["frames"]).into_iter().map(|v| v as u8).collect()
+}
+
 fn fixture() -> Value {
     serde_json::from_str(include_str!("fixtures/preprocess_parity.json")).unwrap()
 }
@@ -27,7 +32,7 @@ fn training_view_matches_torch_jitter_crop_and_flip() {
     assert_eq!(cases.len(), 3);
     for case in cases {
         let [w, h, t, short, crop] = ["width", "height", "num_frames", "short_side", "crop"].map(|k| case[k].as_u64().unwrap() as usize);
-        let pixels: Vec<u8> = numbers(&case["frames"]).into_iter().map(|v| v as u8).collect();
+        let pixels = pixels(case);
         let scaled = scaled_size(w, h, short);
         let want_scaled = numbers(&case["scaled"]);
         assert_eq!((scaled.0 as f64, scaled.1 as f64), (want_scaled[0], want_scaled[1]), "{w}x{h} to short side {short}");
@@ -51,7 +56,7 @@ fn test_crops_cut_in_one_pass_match_torch() {
     let fixture = fixture();
     for case in fixture["cases"].as_array().unwrap() {
         let [w, h, t, crop] = ["width", "height", "num_frames", "crop"].map(|k| case[k].as_u64().unwrap() as usize);
-        let pixels: Vec<u8> = numbers(&case["frames"]).into_iter().map(|v| v as u8).collect();
+        let pixels = pixels(case);
         let scaled = scaled_size(w, h, crop);
         for (i, kind) in [SpatialCrop::Start, SpatialCrop::Centre, SpatialCrop::End].into_iter().enumerate() {
             let window = CropWindow { scaled, offset: kind.offset(scaled.0, scaled.1, crop), size: crop, flip: false };
@@ -70,7 +75,7 @@ fn matches_torch_resize_normalise_and_three_crops() {
     assert_eq!(cases.len(), 4);
     for case in cases {
         let (w, h, t, crop) = ["width", "height", "num_frames", "crop"].map(|k| case[k].as_u64().unwrap() as usize).into();
-        let pixels: Vec<u8> = numbers(&case["frames"]).into_iter().map(|v| v as u8).collect();
+        let pixels = pixels(case);
         let norm = normalization(case);
         let frames: Vec<ScaledFrame> =
             pixels.chunks(w * h * 3).map(|f| scale_frame(f, w, h, crop, &norm).unwrap()).collect();

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
+use runtime::preprocess::Normalization;
 use runtime::sampling::ClipPosition;
 use tch::Tensor;
 use trainer::data::source::{Source, Temporal};
-use trainer::data::transform::Normalize;
 use trainer::data::{Loader, LoaderOptions, Mode, Sample};
 use trainer::synth::{Split, SynthSpec};
 
@@ -22,7 +22,7 @@ fn options(mode: Mode, workers: usize) -> LoaderOptions {
         jitter: [32, 40],
         crop: 32,
         flip: true,
-        normalize: Normalize { mean: [0.45; 3], std: [0.225; 3] },
+        normalize: Normalization { mean: [0.45; 3], std: [0.225; 3] },
         alpha: 4,
     }
 }

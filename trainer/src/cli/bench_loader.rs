@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
+use runtime::preprocess::Normalization;
 use trainer::data::source::Temporal;
-use trainer::data::transform::Normalize;
 use trainer::data::{Loader, LoaderOptions, Mode, Sample, Source};
 
 #[derive(ClapArgs)]
@@ -42,7 +42,7 @@ fn options(seed: u64) -> LoaderOptions {
         jitter: [256, 320],
         crop: 224,
         flip: true,
-        normalize: Normalize { mean: [0.45; 3], std: [0.225; 3] },
+        normalize: Normalization { mean: [0.45; 3], std: [0.225; 3] },
         alpha: 4,
     }
 }

@@ -102,6 +102,7 @@ impl Pipeline {
                     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                         if info.buffer().is_some_and(|b| b.pts().is_none()) {
                             untimed.store(true, Ordering::Relaxed);
+                            return gst::PadProbeReturn::Remove;
                         }
                         gst::PadProbeReturn::Ok
                     });
@@ -310,6 +311,11 @@ pub fn decode_clips(path: &Path, pick: impl Fn(usize, f64) -> Vec<Vec<usize>>) -
 /// A decoded frame: (frame number, packed RGB, width, height).
 type Frame = (usize, Vec<u8>, usize, usize);
 
+/// The number of the frame shown at `pts`, counted from the first frame.
+fn frame_index(pts: gst::ClockTime, origin_ns: u64, frame_ns: f64) -> usize {
+    (pts.nseconds().saturating_sub(origin_ns) as f64 / frame_ns).round() as usize
+}
+
 /// The frame numbers clips sample, and how timestamps map to them.
 struct Wanted {
     /// `frames[i]`: frame `i` is sampled.
@@ -319,9 +325,17 @@ struct Wanted {
 }
 
 impl Wanted {
-    /// Same numbering as `decode_frames`.
+    /// From sorted frame numbers.
+    fn new(sorted: &[usize], origin_ns: u64, frame_ns: f64) -> Wanted {
+        let mut frames = vec![false; sorted.last().map_or(0, |&hi| hi + 1)];
+        for &i in sorted {
+            frames[i] = true;
+        }
+        Wanted { frames, origin_ns, frame_ns }
+    }
+
     fn index(&self, pts: gst::ClockTime) -> usize {
-        (pts.nseconds().saturating_sub(self.origin_ns) as f64 / self.frame_ns).round() as usize
+        frame_index(pts, self.origin_ns, self.frame_ns)
     }
 
     fn contains(&self, i: usize) -> bool {
@@ -338,14 +352,9 @@ fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<V
         Some(w) => (w.first().copied().unwrap_or(0), w.last().copied().unwrap_or(0)),
         None => (0, usize::MAX),
     };
-    if let (Some(w), true) = (wanted, frame_ns > 0.0) {
-        let mut frames = vec![false; hi + 1];
-        for &i in w {
-            frames[i] = true;
-        }
-        if !counted {
-            p.select(Arc::new(Wanted { frames, origin_ns: o.origin_ns, frame_ns }));
-        }
+    let wanted = wanted.map(|w| Arc::new(Wanted::new(w, o.origin_ns, frame_ns)));
+    if let (Some(w), true, false) = (&wanted, frame_ns > 0.0, counted) {
+        p.select(w.clone());
     }
     if lo > 0 && frame_ns > 0.0 {
         // Seek positions are in stream time, which an MP4 edit list shifts
@@ -371,14 +380,12 @@ fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<V
         // from the first one after the seek: the key frame, whose time
         // comes from the container.
         let index = match (buffer.pts(), frame_ns > 0.0) {
-            (Some(pts), true) if !counted || !started => {
-                (pts.nseconds().saturating_sub(o.origin_ns) as f64 / frame_ns).round() as usize
-            }
+            (Some(pts), true) if !counted || !started => frame_index(pts, o.origin_ns, frame_ns),
             _ => next,
         };
         started = true;
         next = index + 1;
-        let unwanted = wanted.is_some_and(|w| w.binary_search(&index).is_err());
+        let unwanted = wanted.as_ref().is_some_and(|w| !w.contains(index));
         if index < lo || (unwanted && index < hi) {
             continue;
         }

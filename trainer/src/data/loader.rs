@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use runtime::preprocess::Normalization;
 use runtime::sampling::ClipPosition;
 use tch::Tensor;
 
 use super::rng::Rng;
 use super::source::{Source, Temporal};
-use super::transform::{Normalize, pathways, test_view, train_view};
+use super::transform::{pathways, test_view, train_view};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -39,7 +40,7 @@ pub struct LoaderOptions {
     pub jitter: [u32; 2],
     pub crop: u32,
     pub flip: bool,
-    pub normalize: Normalize,
+    pub normalize: Normalization,
     pub alpha: usize,
 }
 

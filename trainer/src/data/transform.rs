@@ -12,24 +12,11 @@ use tch::Tensor;
 use super::rng::Rng;
 use super::source::RawClip;
 
-/// Mean and std per channel, on [0, 1] RGB.
-#[derive(Debug, Clone, Copy)]
-pub struct Normalize {
-    pub mean: [f64; 3],
-    pub std: [f64; 3],
-}
-
-impl Normalize {
-    fn runtime(&self) -> Normalization {
-        Normalization { mean: self.mean.map(|v| v as f32), std: self.std.map(|v| v as f32) }
-    }
-}
-
 /// `[3, T, size, size]` from `raw` cut as `window` says; a clip whose
 /// buffer does not hold its frames is refused.
-fn view(raw: &RawClip, window: CropWindow, n: &Normalize) -> Result<Tensor, String> {
+fn view(raw: &RawClip, window: CropWindow, n: &Normalization) -> Result<Tensor, String> {
     let size = window.size as i64;
-    let v = crop_clip(&raw.data, raw.frames, raw.width, raw.height, &window, &n.runtime()).map_err(|e| e.to_string())?;
+    let v = crop_clip(&raw.data, raw.frames, raw.width, raw.height, &window, n).map_err(|e| e.to_string())?;
     Ok(Tensor::from_slice(&v).view([3, raw.frames as i64, size, size]))
 }
 
@@ -37,7 +24,7 @@ fn view(raw: &RawClip, window: CropWindow, n: &Normalize) -> Result<Tensor, Stri
 /// `random_short_side_scale_jitter`), a random `crop` square
 /// (`random_crop`: offsets in `0..len - crop`, so never the last one), a
 /// horizontal flip with probability 0.5 when `flip`.
-pub fn train_view(raw: &RawClip, rng: &mut Rng, jitter: [u32; 2], crop: u32, flip: bool, n: &Normalize) -> Result<Tensor, String> {
+pub fn train_view(raw: &RawClip, rng: &mut Rng, jitter: [u32; 2], crop: u32, flip: bool, n: &Normalization) -> Result<Tensor, String> {
     let short = (rng.range(jitter[0] as f64, jitter[1] as f64).round() as usize).max(crop as usize);
     let scaled = scaled_size(raw.width, raw.height, short);
     let c = crop as usize;
@@ -50,14 +37,10 @@ pub fn train_view(raw: &RawClip, rng: &mut Rng, jitter: [u32; 2], crop: u32, fli
 
 /// Test view: short side to `crop`, then crop `index` of `count` along the
 /// long side (count 1: centre; count 3: PySlowFast's `uniform_crop` 0/1/2).
-pub fn test_view(raw: &RawClip, crop: u32, index: usize, count: usize, n: &Normalize) -> Result<Tensor, String> {
+pub fn test_view(raw: &RawClip, crop: u32, index: usize, count: usize, n: &Normalization) -> Result<Tensor, String> {
     let c = crop as usize;
     let scaled = scaled_size(raw.width, raw.height, c);
-    let kind = match (count, index) {
-        (3, 0) => SpatialCrop::Start,
-        (3, 2) => SpatialCrop::End,
-        _ => SpatialCrop::Centre,
-    };
+    let kind = SpatialCrop::views(count).and_then(|v| v.get(index)).copied().unwrap_or(SpatialCrop::Centre);
     view(raw, CropWindow { scaled, offset: kind.offset(scaled.0, scaled.1, c), size: c, flip: false }, n)
 }
 
@@ -81,7 +64,7 @@ mod tests {
 
     #[test]
     fn train_view_shape_and_normalisation() {
-        let n = Normalize { mean: [0.5; 3], std: [0.25; 3] };
+        let n = Normalization { mean: [0.5; 3], std: [0.25; 3] };
         let x = train_view(&ramp(4, 40, 60), &mut Rng::new(1), [40, 48], 32, true, &n).unwrap();
         assert_eq!(x.size(), [3, 4, 32, 32]);
         let max = x.max().double_value(&[]);
@@ -90,7 +73,7 @@ mod tests {
 
     #[test]
     fn three_test_crops_cover_left_centre_right() {
-        let n = Normalize { mean: [0.0; 3], std: [1.0; 3] };
+        let n = Normalization { mean: [0.0; 3], std: [1.0; 3] };
         let raw = ramp(2, 32, 64);
         let left = test_view(&raw, 32, 0, 3, &n).unwrap();
         let right = test_view(&raw, 32, 2, 3, &n).unwrap();

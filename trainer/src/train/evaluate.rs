@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 
+use runtime::preprocess::Normalization;
 use runtime::sampling::ClipPosition;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::loader::LoaderError;
 use crate::data::source::{Source, Temporal};
-use crate::data::transform::{Normalize, pathways, test_view};
+use crate::data::transform::{pathways, test_view};
 use crate::data::{Failure, Loader};
 use crate::model::SlowFast;
 
@@ -87,7 +88,7 @@ pub struct TestSetup {
     pub crops: usize,
     pub crop: u32,
     pub batch_size: usize,
-    pub normalize: Normalize,
+    pub normalize: Normalization,
     pub alpha: usize,
     pub workers: usize,
 }

@@ -2,11 +2,11 @@
 //! each split and their loaders. Lists are read here, so a bad line stops
 //! the run before the first step.
 
+use runtime::preprocess::Normalization;
 use tch::Device;
 
 use crate::data::list::read_list;
 use crate::data::source::Temporal;
-use crate::data::transform::Normalize;
 use crate::data::{Loader, LoaderOptions, Mode, Source};
 use crate::recipe::{Dataset, DeviceChoice, Recipe};
 use crate::synth::{Split, SynthSpec};
@@ -64,8 +64,8 @@ pub fn temporal(recipe: &Recipe) -> Temporal {
     Temporal { num_frames: d.num_frames, sampling_rate: d.sampling_rate, target_fps: d.target_fps }
 }
 
-pub fn normalize(recipe: &Recipe) -> Normalize {
-    Normalize { mean: recipe.data.mean, std: recipe.data.std }
+pub fn normalize(recipe: &Recipe) -> Normalization {
+    Normalization { mean: recipe.data.mean.map(|v| v as f32), std: recipe.data.std.map(|v| v as f32) }
 }
 
 pub fn loader(recipe: &Recipe, source: Source, mode: Mode, alpha: usize) -> Loader {
