@@ -14,6 +14,7 @@ use gst::prelude::*;
 use gst_video::prelude::*;
 
 use super::SampleError;
+use super::reference::H264Framing;
 use super::source::RawClip;
 
 /// Frames and rate of a video, found without decoding it all.
@@ -45,6 +46,8 @@ struct Pipeline {
     /// the times of what it outputs, and those repeat and skip, so frames
     /// are numbered by counting instead.
     untimed: Arc<AtomicBool>,
+    /// Whether the demuxer found any stream at all.
+    streams: Arc<AtomicBool>,
     name: String,
 }
 
@@ -66,50 +69,41 @@ impl Pipeline {
             return Err(fail("empty file (0 bytes)".into()));
         }
         gst::init().map_err(|e| fail(format!("GStreamer init: {e}")))?;
-        let abs = path.canonicalize().map_err(|e| fail(e.to_string()))?;
-        let uri = gst::glib::filename_to_uri(&abs, None).map_err(|e| fail(e.to_string()))?;
-        // Only video streams are exposed, so an audio track never stalls the
-        // pipeline; a file without one fails at preroll.
-        let desc = format!(
-            "uridecodebin name=dec uri=\"{uri}\" expose-all-streams=false caps=\"video/x-raw(ANY)\" ! videoconvert ! \
-             video/x-raw,format=RGB ! appsink name=sink sync=false max-buffers=8"
-        );
-        let pipeline = gst::parse::launch(&desc)
+        // parsebin, not decodebin: decodebin puts a multiqueue (one more
+        // thread, a hand-over per packet) between demuxer and decoder, which
+        // on a loader worker's single core costs more than it buffers. The
+        // decoder runs in the demuxer's thread instead; only the first video
+        // stream is linked, so an audio track is never decoded.
+        let desc = "filesrc name=src ! parsebin name=parse  videoconvert name=convert ! \
+             video/x-raw,format=RGB ! appsink name=sink sync=false max-buffers=8";
+        let pipeline = gst::parse::launch(desc)
             .map_err(|e| fail(format!("building the decoder: {e}")))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| fail("not a pipeline".into()))?;
-        let sink = pipeline
-            .by_name("sink")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or_else(|| fail("appsink missing".into()))?;
+        let by_name = |n: &str| pipeline.by_name(n).ok_or_else(|| fail(format!("{n} missing")));
+        by_name("src")?.set_property("location", path);
+        let (parse, convert) = (by_name("parse")?, by_name("convert")?);
+        let sink = by_name("sink")?.downcast::<gst_app::AppSink>().map_err(|_| fail("appsink missing".into()))?;
         let decoder = Arc::new(Mutex::new(None));
         let untimed = Arc::new(AtomicBool::new(false));
-        let (found, untimed_input) = (decoder.clone(), untimed.clone());
-        pipeline.connect_deep_element_added(move |_, _, element| {
-            if element.is::<gst_video::VideoDecoder>() {
-                // Loader workers are the parallelism: a decoder's own threads
-                // would only compete with the other workers for the cores.
-                if element.has_property("max-threads") {
-                    element.set_property("max-threads", 1i32);
-                }
-                if let Ok(mut d) = found.lock() {
-                    *d = Some(element.downgrade());
-                }
-                // Prerolling feeds the decoder its first frames, so this is
-                // known before any clip is decoded.
-                let untimed = untimed_input.clone();
-                if let Some(pad) = element.static_pad("sink") {
-                    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                        if info.buffer().is_some_and(|b| b.pts().is_none()) {
-                            untimed.store(true, Ordering::Relaxed);
-                            return gst::PadProbeReturn::Remove;
-                        }
-                        gst::PadProbeReturn::Ok
-                    });
-                }
+        let streams = Arc::new(AtomicBool::new(false));
+        let (found, untimed_input, any) = (decoder.clone(), untimed.clone(), streams.clone());
+        let bin = pipeline.downgrade();
+        parse.connect_pad_added(move |_, pad| {
+            any.store(true, Ordering::Relaxed);
+            let Some(bin) = bin.upgrade() else { return };
+            if let Err(why) = link_video(&bin, pad, &convert, &found, &untimed_input) {
+                gst::element_error!(bin, gst::StreamError::CodecNotFound, ("{}", why));
             }
         });
-        Ok(Pipeline { pipeline, sink, decoder, untimed, name })
+        Ok(Pipeline { pipeline, sink, decoder, untimed, streams, name })
+    }
+
+    /// Whether the file has streams, none of them video.
+    fn no_video(&self) -> bool {
+        let convert = self.pipeline.by_name("convert");
+        let video = convert.and_then(|c| c.static_pad("sink")).is_some_and(|p| p.is_linked());
+        self.streams.load(Ordering::Relaxed) && !video
     }
 
     fn error(&self, fallback: &str) -> SampleError {
@@ -136,6 +130,7 @@ impl Pipeline {
             while let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) {
                 match msg.view() {
                     gst::MessageView::AsyncDone(_) => return Ok(()),
+                    gst::MessageView::Error(_) if self.no_video() => return Err(fail("no video stream".into())),
                     gst::MessageView::Error(e) => return Err(fail(format!("no decodable video stream: {}", e.error()))),
                     gst::MessageView::Eos(_) => return Err(fail("no video frames before the end of the stream".into())),
                     _ => {}
@@ -176,16 +171,18 @@ impl Pipeline {
     }
 
     /// Has only the `wanted` frames decoded and passed on, as far as the
-    /// decoder allows. The frames from the key frame up to the clip are
-    /// announced to the decoder as already late, the way a late video sink
-    /// would (a QoS event): the libav decoders then skip those no other
-    /// frame refers to (the B-frames of an H.264 stream, often half of it).
-    /// A decoder applies the verdict on one frame to the next frame it is
-    /// handed, so "late" ends `SKIP_MARGIN` frames (the most an H.264
-    /// decoder can reorder) before the first wanted one. Every frame
-    /// unwanted that still comes out is dropped at the decoder's output,
-    /// before colour conversion. The event goes with each buffer because
-    /// decoders forget QoS state on flushes and state changes.
+    /// codec allows. H.264 frames no other frame refers to are dropped
+    /// before the decoder when no clip samples them (see `reference`): the
+    /// B-frames of most streams, often half of them. For other codecs the
+    /// frames from the key frame up to the clip are announced to the
+    /// decoder as already late, the way a late video sink would (a QoS
+    /// event), and the libav decoders then skip those no other frame
+    /// refers to; a decoder applies the verdict on one frame to the next
+    /// frame it is handed, so "late" ends `SKIP_MARGIN` frames (the most an
+    /// H.264 decoder can reorder) before the first wanted one. The event
+    /// goes with each buffer because decoders forget QoS state on flushes
+    /// and state changes. Every frame unwanted that still comes out is
+    /// dropped at the decoder's output, before colour conversion.
     fn select(&self, wanted: Arc<Wanted>) {
         let decoder = self.decoder.lock().ok().and_then(|d| d.as_ref().and_then(|w| w.upgrade()));
         let Some(decoder) = decoder else { return };
@@ -194,12 +191,23 @@ impl Pipeline {
         if decoder.has_property("qos") {
             decoder.set_property("qos", false);
         }
+        let h264 = sink.current_caps().and_then(|caps| H264Framing::from_caps(&caps));
         let first = wanted.frames.iter().position(|&w| w).unwrap_or(0);
         let late_until = first.saturating_sub(SKIP_MARGIN) as f64;
         let until = gst::ClockTime::from_nseconds(wanted.origin_ns + (late_until * wanted.frame_ns) as u64);
         let upstream = src.clone();
+        let input = wanted.clone();
         sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
+            let Some(buffer) = info.buffer() else { return gst::PadProbeReturn::Ok };
+            let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+            if let Some(framing) = h264 {
+                let unwanted = !input.contains(input.index(pts));
+                let droppable = || buffer.map_readable().is_ok_and(|m| framing.droppable(&m));
+                if unwanted && droppable() {
+                    return gst::PadProbeReturn::Drop;
+                }
+                return gst::PadProbeReturn::Ok;
+            }
             let earliest = if pts < until {
                 let segment = pad.sticky_event::<gst::event::Segment>(0);
                 segment.and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(until)))
@@ -240,6 +248,58 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Links the first video stream parsebin exposes to a decoder (none for
+/// raw video) and on to `convert`; other streams stay unlinked.
+fn link_video(
+    bin: &gst::Pipeline,
+    pad: &gst::Pad,
+    convert: &gst::Element,
+    found: &Mutex<Option<gst::glib::WeakRef<gst::Element>>>,
+    untimed: &Arc<AtomicBool>,
+) -> Result<(), String> {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let Some(media) = caps.structure(0).map(|s| s.name().to_string()) else { return Ok(()) };
+    let Some(target) = convert.static_pad("sink") else { return Err("videoconvert has no sink".into()) };
+    if target.is_linked() || !(media.starts_with("video/") || media.starts_with("image/")) {
+        return Ok(());
+    }
+    if media == "video/x-raw" {
+        return pad.link(&target).map(|_| ()).map_err(|e| format!("linking raw video: {e:?}"));
+    }
+    let factories = gst::ElementFactory::factories_with_type(
+        gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO | gst::ElementFactoryType::MEDIA_IMAGE,
+        gst::Rank::MARGINAL,
+    );
+    let mut usable: Vec<_> = factories.into_iter().filter(|f| f.can_sink_all_caps(&caps)).collect();
+    usable.sort_by_key(|f| std::cmp::Reverse(f.rank()));
+    let factory = usable.first().ok_or_else(|| format!("no decoder installed for {media}"))?;
+    let decoder = factory.create().build().map_err(|e| format!("creating {}: {e}", factory.name()))?;
+    // Loader workers are the parallelism: a decoder's own threads would
+    // only compete with the other workers for the cores.
+    if decoder.has_property("max-threads") {
+        decoder.set_property("max-threads", 1i32);
+    }
+    bin.add(&decoder).map_err(|e| e.to_string())?;
+    let sink = decoder.static_pad("sink").ok_or("decoder without sink pad")?;
+    // Prerolling feeds the decoder its first frames, so this is known
+    // before any clip is decoded.
+    let untimed = untimed.clone();
+    sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if info.buffer().is_some_and(|b| b.pts().is_none()) {
+            untimed.store(true, Ordering::Relaxed);
+            return gst::PadProbeReturn::Remove;
+        }
+        gst::PadProbeReturn::Ok
+    });
+    decoder.link(convert).map_err(|e| format!("linking {}: {e}", factory.name()))?;
+    decoder.sync_state_with_parent().map_err(|e| format!("starting {}: {e}", factory.name()))?;
+    pad.link(&sink).map_err(|e| format!("linking {}: {e:?}", factory.name()))?;
+    if let Ok(mut d) = found.lock() {
+        *d = Some(decoder.downgrade());
+    }
+    Ok(())
 }
 
 /// What prerolling told about a video.

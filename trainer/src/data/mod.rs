@@ -8,6 +8,8 @@ pub mod decode;
 pub mod frames;
 pub mod list;
 pub mod loader;
+#[cfg(feature = "video")]
+pub mod reference;
 pub mod rng;
 pub mod source;
 pub mod transform;
