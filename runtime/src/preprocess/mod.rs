@@ -9,7 +9,7 @@
 
 mod window;
 
-pub use window::{CropWindow, crop_clip};
+pub use window::{CropWindow, crop_clip, crop_clip_into};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
@@ -21,6 +21,8 @@ pub enum PreprocessError {
     MissingFrame { needed: usize, index: usize },
     #[error("the frames of one clip differ in size: {a:?} and {b:?}")]
     MixedSizes { a: (usize, usize), b: (usize, usize) },
+    #[error("clip output holds {got} values, the crop needs {expected}")]
+    OutputSize { got: usize, expected: usize },
 }
 
 /// Per-channel normalisation of `[0, 1]` RGB.

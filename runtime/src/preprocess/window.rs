@@ -49,6 +49,23 @@ pub fn crop_clip(
     window: &CropWindow,
     norm: &Normalization,
 ) -> Result<Vec<f32>, PreprocessError> {
+    let mut out = vec![0.0f32; 3 * frames * window.size * window.size];
+    crop_clip_into(data, frames, width, height, window, norm, &mut out)?;
+    Ok(out)
+}
+
+/// [`crop_clip`] into `out` (`3 * frames * size * size` values, every one
+/// written): a loader fills its batch tensor in place, with no staging
+/// buffer and no copy.
+pub fn crop_clip_into(
+    data: &[u8],
+    frames: usize,
+    width: usize,
+    height: usize,
+    window: &CropWindow,
+    norm: &Normalization,
+    out: &mut [f32],
+) -> Result<(), PreprocessError> {
     let frame_len = width * height * 3;
     if frame_len == 0 || frames == 0 || data.len() != frames * frame_len {
         return Err(PreprocessError::FrameSize {
@@ -63,7 +80,9 @@ pub fn crop_clip(
         return Err(PreprocessError::TooSmall { width: sw.saturating_sub(x0), height: sh.saturating_sub(y0), size });
     }
     let plane = size * size;
-    let mut out = vec![0.0f32; 3 * frames * plane];
+    if out.len() != 3 * frames * plane {
+        return Err(PreprocessError::OutputSize { got: out.len(), expected: 3 * frames * plane });
+    }
     let xs = Taps::new(width, sw).window(x0, size, flip);
     let ys = Taps::new(height, sh).window(y0, size, false);
     let affine = norm.affine();
@@ -82,7 +101,7 @@ pub fn crop_clip(
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The last two source rows interpolated along x, planar (`[3][size]`
@@ -195,5 +214,8 @@ mod tests {
         let window = CropWindow { offset: (0, 0), ..window };
         assert!(matches!(crop_clip(&data[1..], 2, 8, 8, &window, &NORM), Err(PreprocessError::FrameSize { .. })));
         assert!(crop_clip(&data, 2, 8, 8, &window, &NORM).is_ok());
+        let mut short = vec![0.0; 3 * 8 * 8];
+        let got = crop_clip_into(&data, 2, 8, 8, &window, &NORM, &mut short);
+        assert!(matches!(got, Err(PreprocessError::OutputSize { got: 192, expected: 384 })));
     }
 }

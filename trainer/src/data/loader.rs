@@ -17,7 +17,7 @@ use tch::Tensor;
 
 use super::rng::Rng;
 use super::source::{Source, Temporal};
-use super::transform::{pathways, test_view, train_view};
+use super::transform::{batch_pathways, empty_batch, test_view_into, train_view};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -194,11 +194,13 @@ type BadSet = Arc<Mutex<HashMap<usize, String>>>;
 fn make_batch(source: &Source, opts: &LoaderOptions, bad: &BadSet, order: &[usize], epoch: u64, b: usize) -> Result<Batch, LoaderError> {
     let bs = opts.batch_size.max(1);
     let positions = b * bs..((b + 1) * bs).min(order.len());
-    let mut clips = Vec::with_capacity(bs);
+    // Clips are written straight into the batch, a row each.
+    let fast = empty_batch(positions.len(), opts.temporal.num_frames, opts.crop);
     let mut labels = Vec::with_capacity(bs);
     let mut samples = Vec::with_capacity(bs);
     let mut failures = Vec::new();
-    for pos in positions {
+    for (row, pos) in positions.enumerate() {
+        let mut slot = fast.get(row as i64);
         let mut idx = order[pos];
         let mut attempt = 0u64;
         loop {
@@ -206,11 +208,10 @@ fn make_batch(source: &Source, opts: &LoaderOptions, bad: &BadSet, order: &[usiz
             let known = bad.lock().ok().and_then(|b| b.get(&idx).cloned());
             let result = match known {
                 Some(why) => Err(super::SampleError::new(source.name(idx), why)),
-                None => load(source, opts, idx, &mut rng),
+                None => load(source, opts, idx, &mut rng, &mut slot),
             };
             match result {
-                Ok(clip) => {
-                    clips.push(clip);
+                Ok(()) => {
                     labels.push(source.label(idx) as i64);
                     samples.push(idx);
                     break;
@@ -234,21 +235,21 @@ fn make_batch(source: &Source, opts: &LoaderOptions, bad: &BadSet, order: &[usiz
             }
         }
     }
-    let (slow, fast) = pathways(&clips, opts.alpha);
+    let (slow, fast) = batch_pathways(fast, opts.alpha);
     Ok(Batch { slow, fast, labels: Tensor::from_slice(&labels), samples, failures })
 }
 
-fn load(source: &Source, opts: &LoaderOptions, idx: usize, rng: &mut Rng) -> Result<Tensor, super::SampleError> {
+fn load(source: &Source, opts: &LoaderOptions, idx: usize, rng: &mut Rng, out: &mut Tensor) -> Result<(), super::SampleError> {
     match opts.mode {
         Mode::Train => {
             let position = ClipPosition::Random { fraction: rng.uniform() };
             let raw = source.clips(idx, opts.temporal, &[position])?.remove(0);
-            train_view(&raw, rng, opts.jitter, opts.crop, opts.flip, &opts.normalize)
+            train_view(&raw, rng, opts.jitter, opts.crop, opts.flip, &opts.normalize, out)
                 .map_err(|why| super::SampleError::new(source.name(idx), why))
         }
         Mode::Val => {
             let raw = source.clips(idx, opts.temporal, &[ClipPosition::Random { fraction: 0.5 }])?.remove(0);
-            test_view(&raw, opts.crop, 1, 1, &opts.normalize).map_err(|why| super::SampleError::new(source.name(idx), why))
+            test_view_into(&raw, opts.crop, 1, 1, &opts.normalize, out).map_err(|why| super::SampleError::new(source.name(idx), why))
         }
     }
 }

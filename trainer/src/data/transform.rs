@@ -6,25 +6,54 @@
 //! to torch by the runtime's preprocessing fixture); this module draws the
 //! random parameters the way PySlowFast does.
 
-use runtime::preprocess::{CropWindow, Normalization, SpatialCrop, crop_clip, scaled_size};
-use tch::Tensor;
+use runtime::preprocess::{CropWindow, Normalization, SpatialCrop, crop_clip_into, scaled_size};
+use tch::{Device, Kind, Tensor};
 
 use super::rng::Rng;
 use super::source::RawClip;
 
-/// `[3, T, size, size]` from `raw` cut as `window` says; a clip whose
-/// buffer does not hold its frames is refused.
-fn view(raw: &RawClip, window: CropWindow, n: &Normalization) -> Result<Tensor, String> {
-    let size = window.size as i64;
-    let v = crop_clip(&raw.data, raw.frames, raw.width, raw.height, &window, n).map_err(|e| e.to_string())?;
-    Ok(Tensor::from_slice(&v).view([3, raw.frames as i64, size, size]))
+/// Writes `raw` cut as `window` says into `out` (`[3, T, size, size]`); a
+/// clip whose buffer does not hold its frames is refused.
+fn view(raw: &RawClip, window: CropWindow, n: &Normalization, out: &mut Tensor) -> Result<(), String> {
+    let values = values_mut(out)?;
+    crop_clip_into(&raw.data, raw.frames, raw.width, raw.height, &window, n, values).map_err(|e| e.to_string())
+}
+
+/// The values of a contiguous f32 CPU tensor, for clips to be written
+/// straight into the batch instead of through a staging copy.
+fn values_mut(t: &mut Tensor) -> Result<&mut [f32], String> {
+    if t.kind() != Kind::Float || t.device() != Device::Cpu || !t.is_contiguous() {
+        return Err(format!("clip tensor must be contiguous f32 on the CPU, is {:?} on {:?}", t.kind(), t.device()));
+    }
+    let len = t.numel();
+    // SAFETY: a contiguous f32 CPU tensor stores `numel` f32 values from
+    // `data_ptr` (checked above, and an empty tensor is never
+    // dereferenced); the exclusive borrow of `t` lasts as long as the
+    // slice, and the loader reads the batch only after every clip is
+    // written.
+    Ok(unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, len) })
+}
+
+/// An uninitialised `[clips, 3, frames, size, size]` batch for views to fill.
+pub fn empty_batch(clips: usize, frames: usize, size: u32) -> Tensor {
+    let size = size as i64;
+    Tensor::empty([clips as i64, 3, frames as i64, size, size], (Kind::Float, Device::Cpu))
 }
 
 /// Training view: short side drawn from `jitter` (PySlowFast's
 /// `random_short_side_scale_jitter`), a random `crop` square
 /// (`random_crop`: offsets in `0..len - crop`, so never the last one), a
 /// horizontal flip with probability 0.5 when `flip`.
-pub fn train_view(raw: &RawClip, rng: &mut Rng, jitter: [u32; 2], crop: u32, flip: bool, n: &Normalization) -> Result<Tensor, String> {
+/// Written into `out`, one `[3, T, crop, crop]` clip of a batch.
+pub fn train_view(
+    raw: &RawClip,
+    rng: &mut Rng,
+    jitter: [u32; 2],
+    crop: u32,
+    flip: bool,
+    n: &Normalization,
+    out: &mut Tensor,
+) -> Result<(), String> {
     let short = (rng.range(jitter[0] as f64, jitter[1] as f64).round() as usize).max(crop as usize);
     let scaled = scaled_size(raw.width, raw.height, short);
     let c = crop as usize;
@@ -32,22 +61,34 @@ pub fn train_view(raw: &RawClip, rng: &mut Rng, jitter: [u32; 2], crop: u32, fli
     let y0 = offset(scaled.1);
     let x0 = offset(scaled.0);
     let flip = flip && rng.coin();
-    view(raw, CropWindow { scaled, offset: (y0, x0), size: c, flip }, n)
+    view(raw, CropWindow { scaled, offset: (y0, x0), size: c, flip }, n, out)
 }
 
 /// Test view: short side to `crop`, then crop `index` of `count` along the
-/// long side (count 1: centre; count 3: PySlowFast's `uniform_crop` 0/1/2).
-pub fn test_view(raw: &RawClip, crop: u32, index: usize, count: usize, n: &Normalization) -> Result<Tensor, String> {
+/// long side (count 1: centre; count 3: PySlowFast's `uniform_crop` 0/1/2),
+/// written into `out`.
+pub fn test_view_into(raw: &RawClip, crop: u32, index: usize, count: usize, n: &Normalization, out: &mut Tensor) -> Result<(), String> {
     let c = crop as usize;
     let scaled = scaled_size(raw.width, raw.height, c);
     let kind = SpatialCrop::views(count).and_then(|v| v.get(index)).copied().unwrap_or(SpatialCrop::Centre);
-    view(raw, CropWindow { scaled, offset: kind.offset(scaled.0, scaled.1, c), size: c, flip: false }, n)
+    view(raw, CropWindow { scaled, offset: kind.offset(scaled.0, scaled.1, c), size: c, flip: false }, n, out)
+}
+
+/// [`test_view_into`] as a clip of its own, `[3, T, crop, crop]`.
+pub fn test_view(raw: &RawClip, crop: u32, index: usize, count: usize, n: &Normalization) -> Result<Tensor, String> {
+    let mut out = empty_batch(1, raw.frames, crop).squeeze_dim(0);
+    test_view_into(raw, crop, index, count, n, &mut out)?;
+    Ok(out)
 }
 
 /// Stacks `[3, T, H, W]` fast clips and picks the slow frames:
 /// `(slow [N, 3, T/alpha, H, W], fast [N, 3, T, H, W])`.
 pub fn pathways(clips: &[Tensor], alpha: usize) -> (Tensor, Tensor) {
-    let fast = Tensor::stack(clips, 0);
+    batch_pathways(Tensor::stack(clips, 0), alpha)
+}
+
+/// The slow frames of a `[N, 3, T, H, W]` fast batch: `(slow, fast)`.
+pub fn batch_pathways(fast: Tensor, alpha: usize) -> (Tensor, Tensor) {
     let t = fast.size()[2] as usize;
     let idx: Vec<i64> = runtime::sampling::slow_indices(t, alpha).into_iter().map(|i| i as i64).collect();
     (fast.index_select(2, &Tensor::from_slice(&idx)), fast)
@@ -65,7 +106,8 @@ mod tests {
     #[test]
     fn train_view_shape_and_normalisation() {
         let n = Normalization { mean: [0.5; 3], std: [0.25; 3] };
-        let x = train_view(&ramp(4, 40, 60), &mut Rng::new(1), [40, 48], 32, true, &n).unwrap();
+        let mut x = empty_batch(1, 4, 32).squeeze_dim(0);
+        train_view(&ramp(4, 40, 60), &mut Rng::new(1), [40, 48], 32, true, &n, &mut x).unwrap();
         assert_eq!(x.size(), [3, 4, 32, 32]);
         let max = x.max().double_value(&[]);
         assert!(max <= (60.0 / 255.0 - 0.5) / 0.25 + 1e-4, "{max}");
