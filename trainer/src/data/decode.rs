@@ -329,7 +329,7 @@ pub fn probe(path: &Path) -> Result<Probe, SampleError> {
     let fps = if o.fps > 0.0 { o.fps } else { 30.0 };
     match o.frames {
         Some(frames) => Ok(Probe { frames, fps }),
-        None => Ok(Probe { frames: decode_frames(&p, &o, None)?.len(), fps }),
+        None => Ok(Probe { frames: decode_frames(&p, &o, None)?.numbers.len(), fps }),
     }
 }
 
@@ -346,30 +346,44 @@ pub fn decode_clips(path: &Path, pick: impl Fn(usize, f64) -> Vec<Vec<usize>>) -
         }
         None => {
             let all = decode_frames(&p, &o, None)?;
-            (all.len(), all)
+            (all.numbers.len(), all)
         }
     };
     let fps = o.fps;
     let fps = if fps > 0.0 { fps } else { 30.0 };
-    let (w, h) = (frames[0].2, frames[0].3);
-    Ok(pick(total, fps)
-        .into_iter()
+    let (w, h) = (frames.width, frames.height);
+    let mut clips = pick(total, fps);
+    // One clip of exactly the frames decoded (training): the clip is the
+    // decoded buffer itself.
+    if let [idx] = clips.as_slice() {
+        if *idx == frames.numbers {
+            return Ok(vec![RawClip { data: frames.data, frames: idx.len(), height: h, width: w }]);
+        }
+    }
+    let frame_len = w * h * 3;
+    Ok(clips
+        .drain(..)
         .map(|idx| {
-            let mut data = Vec::with_capacity(idx.len() * w * h * 3);
+            let mut data = Vec::with_capacity(idx.len() * frame_len);
             for i in &idx {
                 // The latest kept frame at or before index `i`: a stream
                 // shorter than its header says (truncated) repeats the last
                 // sampled frame it has, as the reference clamps indices.
-                let k = frames.partition_point(|f| f.0 <= *i).max(1) - 1;
-                data.extend_from_slice(&frames[k].1);
+                let k = frames.numbers.partition_point(|n| n <= i).max(1) - 1;
+                data.extend_from_slice(&frames.data[k * frame_len..][..frame_len]);
             }
             RawClip { data, frames: idx.len(), height: h, width: w }
         })
         .collect())
 }
 
-/// A decoded frame: (frame number, packed RGB, width, height).
-type Frame = (usize, Vec<u8>, usize, usize);
+/// Decoded frames, packed RGB one after another, and their numbers.
+struct Decoded {
+    numbers: Vec<usize>,
+    data: Vec<u8>,
+    width: usize,
+    height: usize,
+}
 
 /// The number of the frame shown at `pts`, counted from the first frame.
 fn frame_index(pts: gst::ClockTime, origin_ns: u64, frame_ns: f64) -> usize {
@@ -405,7 +419,7 @@ impl Wanted {
 
 /// The frames numbered in `wanted` (sorted, unique; all frames when
 /// `None`), in order; frames in between are not kept.
-fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<Vec<Frame>, SampleError> {
+fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<Decoded, SampleError> {
     let frame_ns = if o.fps > 0.0 { 1e9 / o.fps } else { 0.0 };
     let counted = p.untimed.load(Ordering::Relaxed);
     let (lo, hi) = match wanted {
@@ -429,7 +443,9 @@ fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<V
             .map_err(|_| p.error("seek refused"))?;
     }
     p.pipeline.set_state(gst::State::Playing).map_err(|_| p.error("cannot start decoding"))?;
-    let mut out = Vec::new();
+    // Frames are copied once, into one buffer sized for all of them.
+    let expected = wanted.as_ref().map_or(1, |w| w.frames.iter().filter(|&&x| x).count());
+    let mut out = Decoded { numbers: Vec::with_capacity(expected), data: Vec::new(), width: 0, height: 0 };
     let mut next = lo;
     let mut started = false;
     loop {
@@ -458,19 +474,21 @@ fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<V
         let (w, h) = (info.width() as usize, info.height() as usize);
         let stride = frame.plane_stride()[0] as usize;
         let plane = frame.plane_data(0).map_err(|e| SampleError::new(p.name.clone(), e))?;
-        let mut data = Vec::with_capacity(w * h * 3);
-        for row in 0..h {
-            data.extend_from_slice(&plane[row * stride..row * stride + w * 3]);
-        }
-        if out.last().is_some_and(|f: &Frame| f.2 != w || f.3 != h) {
+        if out.numbers.is_empty() {
+            (out.width, out.height) = (w, h);
+            out.data.reserve_exact(expected * w * h * 3);
+        } else if (out.width, out.height) != (w, h) {
             return Err(SampleError::new(p.name.clone(), format!("frame size changed mid-stream to {w}x{h}")));
         }
-        out.push((index, data, w, h));
+        for row in 0..h {
+            out.data.extend_from_slice(&plane[row * stride..row * stride + w * 3]);
+        }
+        out.numbers.push(index);
         if index == hi {
             break;
         }
     }
-    if out.is_empty() {
+    if out.numbers.is_empty() {
         return Err(p.error("no video frames decoded"));
     }
     Ok(out)
