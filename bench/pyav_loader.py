@@ -29,9 +29,9 @@ MIN_SCALE, MAX_SCALE, CROP = 256, 320, 224
 MEAN, STD, ALPHA = [0.45] * 3, [0.225] * 3, 4
 
 
-def start_end(video_size, clip_size):
+def start_end(video_size, clip_size, fraction=None):
     delta = max(video_size - clip_size, 0)
-    start = random.uniform(0, delta)
+    start = random.uniform(0, delta) if fraction is None else fraction * delta
     return start, start + clip_size - 1
 
 
@@ -49,7 +49,7 @@ def decode_window(container, start_pts, end_pts, stream):
     return [frames[p] for p in sorted(frames)]
 
 
-def load_clip(path):
+def load_clip(path, fraction=None):
     container = av.open(path)
     stream = container.streams.video[0]
     fps = float(stream.average_rate)
@@ -58,14 +58,14 @@ def load_clip(path):
         frames = list(container.decode(video=0))
         decode_all = True
     else:
-        start, end = start_end(stream.frames, clip_size)
+        start, end = start_end(stream.frames, clip_size, fraction)
         timebase = stream.duration / stream.frames
         frames = decode_window(container, int(start * timebase), int(end * timebase), stream)
         decode_all = False
     container.close()
     frames = torch.as_tensor(np.stack([f.to_rgb().to_ndarray() for f in frames]))
     if decode_all:
-        start, end = start_end(frames.shape[0], clip_size)
+        start, end = start_end(frames.shape[0], clip_size, fraction)
     else:
         start, end = 0, clip_size - 1
     index = torch.clamp(torch.linspace(start, end, NUM_FRAMES), 0, frames.shape[0] - 1).long()
@@ -98,23 +98,30 @@ def main():
     ap.add_argument("videos", nargs="+")
     ap.add_argument("--clips", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--plan", help="JSON list of [video, start fraction]: the clips to time, in order "
+                    "(`trainer bench-loader` passes the ones it decoded); without it, --clips random clips of the videos cycled")
     args = ap.parse_args()
     torch.set_num_threads(1)
     random.seed(0)
     np.random.seed(0)
     for i in range(args.warmup):
         load_clip(args.videos[i % len(args.videos)])
+    if args.plan:
+        with open(args.plan) as f:
+            plan = [(path, float(fraction)) for path, fraction in json.load(f)]
+    else:
+        plan = [(args.videos[i % len(args.videos)], None) for i in range(args.clips)]
     t0 = time.perf_counter()
-    for i in range(args.clips):
-        slow, fast = load_clip(args.videos[i % len(args.videos)])
+    for path, fraction in plan:
+        slow, fast = load_clip(path, fraction)
         assert fast.shape == (3, NUM_FRAMES, CROP, CROP) and slow.shape == (3, NUM_FRAMES // ALPHA, CROP, CROP)
     dt = time.perf_counter() - t0
     print(json.dumps({
         "implementation": "PySlowFast loader (PyAV + torch)",
         "av": av.__version__,
         "torch": torch.__version__,
-        "clips": args.clips,
-        "clips_per_s": args.clips / dt,
+        "clips": len(plan),
+        "clips_per_s": len(plan) / dt,
     }))
 
 

@@ -96,13 +96,26 @@ impl Loader {
         }
     }
 
-    /// The batches of `epoch`, in order, decoded ahead on worker threads.
-    pub fn epoch(&self, epoch: u64) -> EpochIter {
+    /// The samples of `epoch` in the order they are read (shuffled by the
+    /// seed in training).
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
         let n = self.source.len();
-        let order = match self.opts.mode {
+        match self.opts.mode {
             Mode::Train => Rng::at(self.opts.seed, &[epoch, u64::MAX]).permutation(n),
             Mode::Val => (0..n).collect(),
-        };
+        }
+    }
+
+    /// Where the training clip at position `pos` of `epoch` starts, as a
+    /// fraction of the video's free range, when its sample is readable:
+    /// what a benchmark needs to have a reference decode the same clips.
+    pub fn clip_fraction(&self, epoch: u64, pos: usize) -> f64 {
+        sample_rng(self.opts.seed, epoch, pos, 0).uniform()
+    }
+
+    /// The batches of `epoch`, in order, decoded ahead on worker threads.
+    pub fn epoch(&self, epoch: u64) -> EpochIter {
+        let order = self.order(epoch);
         let total = self.batches_per_epoch();
         let in_flight = self.opts.workers.max(1) + self.opts.prefetch;
         let (tx, rx) = bounded(in_flight);
@@ -191,6 +204,12 @@ impl Drop for EpochIter {
 /// up). Whether a sample fails does not change, so batches stay the same.
 type BadSet = Arc<Mutex<HashMap<usize, String>>>;
 
+/// The random stream of one attempt at the sample in position `pos`;
+/// `load` draws the clip's start from it first.
+fn sample_rng(seed: u64, epoch: u64, pos: usize, attempt: u64) -> Rng {
+    Rng::at(seed, &[epoch, pos as u64, attempt])
+}
+
 fn make_batch(source: &Source, opts: &LoaderOptions, bad: &BadSet, order: &[usize], epoch: u64, b: usize) -> Result<Batch, LoaderError> {
     let bs = opts.batch_size.max(1);
     let positions = b * bs..((b + 1) * bs).min(order.len());
@@ -204,7 +223,7 @@ fn make_batch(source: &Source, opts: &LoaderOptions, bad: &BadSet, order: &[usiz
         let mut idx = order[pos];
         let mut attempt = 0u64;
         loop {
-            let mut rng = Rng::at(opts.seed, &[epoch, pos as u64, attempt]);
+            let mut rng = sample_rng(opts.seed, epoch, pos, attempt);
             let known = bad.lock().ok().and_then(|b| b.get(&idx).cloned());
             let result = match known {
                 Some(why) => Err(super::SampleError::new(source.name(idx), why)),
