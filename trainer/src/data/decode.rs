@@ -6,6 +6,7 @@
 //! `Pipeline::select`) and never colour-converted. Videos without a usable
 //! duration are decoded from the start.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -268,13 +269,7 @@ fn link_video(
     if media == "video/x-raw" {
         return pad.link(&target).map(|_| ()).map_err(|e| format!("linking raw video: {e:?}"));
     }
-    let factories = gst::ElementFactory::factories_with_type(
-        gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO | gst::ElementFactoryType::MEDIA_IMAGE,
-        gst::Rank::MARGINAL,
-    );
-    let mut usable: Vec<_> = factories.into_iter().filter(|f| f.can_sink_all_caps(&caps)).collect();
-    usable.sort_by_key(|f| std::cmp::Reverse(f.rank()));
-    let factory = usable.first().ok_or_else(|| format!("no decoder installed for {media}"))?;
+    let factory = decoder_for(&caps).ok_or_else(|| format!("no decoder installed for {media}"))?;
     let decoder = factory.create().build().map_err(|e| format!("creating {}: {e}", factory.name()))?;
     // Loader workers are the parallelism: a decoder's own threads would
     // only compete with the other workers for the cores.
@@ -300,6 +295,32 @@ fn link_video(
         *d = Some(decoder.downgrade());
     }
     Ok(())
+}
+
+/// The highest-ranked decoder for `caps`. Looking one up walks the whole
+/// plugin registry and compares caps with every decoder's, which costs as
+/// much as decoding a few frames, so the answer is kept per stream format.
+fn decoder_for(caps: &gst::CapsRef) -> Option<gst::ElementFactory> {
+    static CHOSEN: Mutex<Option<HashMap<String, gst::ElementFactory>>> = Mutex::new(None);
+    // The format without the stream's own header bytes (`codec_data`),
+    // which differ per file but never change which decoder fits.
+    let mut format = caps.to_owned();
+    format.make_mut().iter_mut().for_each(|s| s.remove_field("codec_data"));
+    let key = format.to_string();
+    if let Some(f) = CHOSEN.lock().ok().and_then(|c| c.as_ref().and_then(|m| m.get(&key).cloned())) {
+        return Some(f);
+    }
+    let factories = gst::ElementFactory::factories_with_type(
+        gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO | gst::ElementFactoryType::MEDIA_IMAGE,
+        gst::Rank::MARGINAL,
+    );
+    let mut usable: Vec<_> = factories.into_iter().filter(|f| f.can_sink_all_caps(caps)).collect();
+    usable.sort_by_key(|f| std::cmp::Reverse(f.rank()));
+    let factory = usable.into_iter().next()?;
+    if let Ok(mut chosen) = CHOSEN.lock() {
+        chosen.get_or_insert_with(HashMap::new).insert(key, factory.clone());
+    }
+    Some(factory)
 }
 
 /// What prerolling told about a video.
