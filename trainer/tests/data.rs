@@ -174,6 +174,9 @@ mod video {
         for b in bad {
             assert!(text.lines().any(|l| l.split('\t').next().unwrap().ends_with(b)), "{b} missing from {text}");
         }
+        let why = |name: &str| text.lines().find(|l| l.contains(name)).and_then(|l| l.split('\t').nth(1)).unwrap_or("");
+        assert_eq!(why("audio.wav"), "no video stream", "{text}");
+        assert_eq!(why("empty.mp4"), "empty file (0 bytes)", "{text}");
         assert!(String::from_utf8_lossy(&run.stdout).contains("2 of 7 videos readable"));
     }
 

@@ -205,7 +205,7 @@ impl Pipeline {
                 let unwanted = !input.contains(input.index(pts));
                 let droppable = || buffer.map_readable().is_ok_and(|m| framing.droppable(&m));
                 if unwanted && droppable() {
-                    return gst::PadProbeReturn::Drop;
+                    return DROP;
                 }
                 return gst::PadProbeReturn::Ok;
             }
@@ -222,7 +222,7 @@ impl Pipeline {
             gst::PadProbeReturn::Ok
         });
         src.add_probe(gst::PadProbeType::BUFFER, move |_, info| match info.buffer().and_then(|b| b.pts()) {
-            Some(pts) if !wanted.contains(wanted.index(pts)) => gst::PadProbeReturn::Drop,
+            Some(pts) if !wanted.contains(wanted.index(pts)) => DROP,
             _ => gst::PadProbeReturn::Ok,
         });
     }
@@ -322,6 +322,14 @@ fn decoder_for(caps: &gst::CapsRef) -> Option<gst::ElementFactory> {
     }
     Some(factory)
 }
+
+/// How a buffer probe drops a buffer. `Drop` would be the natural answer,
+/// but the bindings take the buffer out of the probe's info to hand it to
+/// the closure, and GStreamer 1.22 then unreferences the emptied slot once
+/// more (a CRITICAL per dropped frame); `Handled` lets the bindings release
+/// the buffer and tells the pad the push succeeded, which is what dropping
+/// means.
+const DROP: gst::PadProbeReturn = gst::PadProbeReturn::Handled;
 
 /// What prerolling told about a video.
 struct Opened {
