@@ -144,28 +144,46 @@ impl Optimizer {
         });
     }
 
+    /// `torch.optim.SGD`, its arithmetic step for step. Updates run in
+    /// place (`addcmul_` with a scalar tensor stands for torch's
+    /// `add_(other, alpha=a)`, which the bindings lack): the version with a
+    /// temporary per operation moved about twice the memory per step, a
+    /// few hundred milliseconds on the R50 at 2 threads. The gradient is
+    /// overwritten, as the next `zero_grad` clears it anyway.
     fn sgd_step(&mut self, lr: f64) {
         let (momentum, dampening, nesterov) = (self.momentum, self.dampening, self.nesterov);
         tch::no_grad(|| {
             for p in &mut self.params {
-                let grad = p.tensor.grad();
-                if !grad.defined() {
+                let mut d_p = p.tensor.grad();
+                if !d_p.defined() {
                     continue;
                 }
-                let mut d_p = if p.weight_decay != 0.0 { &grad + &p.tensor * p.weight_decay } else { grad.shallow_clone() };
+                let device = d_p.device();
+                let scalar = |v: f64| Tensor::from(v as f32).to_device(device);
+                if p.weight_decay != 0.0 {
+                    let _ = d_p.addcmul_(&p.tensor, &scalar(p.weight_decay));
+                }
                 if momentum != 0.0 {
                     let buf = match p.momentum_buffer.take() {
                         None => d_p.detach().copy(),
                         Some(mut buf) => {
                             let _ = buf.g_mul_scalar_(momentum);
-                            let _ = buf.g_add_(&(&d_p * (1.0 - dampening)));
+                            if dampening == 0.0 {
+                                let _ = buf.g_add_(&d_p);
+                            } else {
+                                let _ = buf.addcmul_(&d_p, &scalar(1.0 - dampening));
+                            }
                             buf
                         }
                     };
-                    d_p = if nesterov { &d_p + &buf * momentum } else { buf.shallow_clone() };
+                    if nesterov {
+                        let _ = d_p.addcmul_(&buf, &scalar(momentum));
+                    } else {
+                        d_p = buf.shallow_clone();
+                    }
                     p.momentum_buffer = Some(buf);
                 }
-                let _ = p.tensor.g_sub_(&(d_p * lr));
+                let _ = p.tensor.addcmul_(&d_p, &scalar(-lr));
             }
         });
     }
