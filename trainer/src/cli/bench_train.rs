@@ -56,7 +56,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let slow = Tensor::randn([a.batch, 3, 32 / config.alpha, a.size, a.size], opts);
     let labels = Tensor::randint(config.num_classes, [a.batch], (Kind::Int64, Device::Cpu));
     let mut times = Vec::with_capacity(a.iters);
-    for i in 0..a.warmup + a.iters {
+    let mut step = |i: usize, times: &mut Vec<f64>| -> anyhow::Result<()> {
         let t = Instant::now();
         let logits = model.forward_t(&slow, &fast, true)?;
         let loss = loss_fn(&logits, &labels, 0.0);
@@ -71,6 +71,28 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if i >= a.warmup {
             times.push(ms);
         }
+        Ok(())
+    };
+    // With a reference to run, half of our steps come after it: this
+    // host's speed drifts over a minute, and whichever side ran first
+    // would otherwise carry the drift.
+    let before = if a.pytorch.is_some() { a.warmup + a.iters.div_ceil(2) } else { a.warmup + a.iters };
+    for i in 0..before {
+        step(i, &mut times)?;
+    }
+    let reference = match &a.pytorch {
+        Some(python) => {
+            let args = [
+                "--arch", arch_flag(a.arch), "--batch", &a.batch.to_string(), "--size", &a.size.to_string(),
+                "--threads", &a.threads.to_string(), "--iters", &a.iters.to_string(), "--warmup", &a.warmup.to_string(),
+            ]
+            .map(String::from);
+            Some(run_reference(python, "pytorch_train_step.py", args)?)
+        }
+        None => None,
+    };
+    for i in before..a.warmup + a.iters {
+        step(i, &mut times)?;
     }
     let ours = summarise("trainer (tch)", times);
     println!(
@@ -79,13 +101,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     println!("{}", serde_json::to_string(&ours)?);
 
-    let Some(python) = a.pytorch else { return Ok(()) };
-    let args = [
-        "--arch", arch_flag(a.arch), "--batch", &a.batch.to_string(), "--size", &a.size.to_string(),
-        "--threads", &a.threads.to_string(), "--iters", &a.iters.to_string(), "--warmup", &a.warmup.to_string(),
-    ]
-    .map(String::from);
-    let (line, reference) = run_reference(&python, "pytorch_train_step.py", args)?;
+    let Some((line, reference)) = reference else { return Ok(()) };
     let ref_median = reference["median_ms"].as_f64().context("reference output has no median_ms")?;
     println!("{line}");
     println!(
