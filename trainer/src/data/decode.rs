@@ -40,7 +40,7 @@ const SKIP_MARGIN: usize = 16;
 struct Pipeline {
     pipeline: gst::Pipeline,
     sink: gst_app::AppSink,
-    /// The video decoder decodebin picked, once it has.
+    /// The video decoder linked to the first video stream, once it is.
     decoder: Arc<Mutex<Option<gst::glib::WeakRef<gst::Element>>>>,
     /// Whether a buffer reached the decoder without a presentation time
     /// (AVI: MPEG-4 Part 2 with packed B-frames). The decoder then guesses
