@@ -26,12 +26,15 @@ fn values_mut(t: &mut Tensor) -> Result<&mut [f32], String> {
         return Err(format!("clip tensor must be contiguous f32 on the CPU, is {:?} on {:?}", t.kind(), t.device()));
     }
     let len = t.numel();
+    let data = t.data_ptr() as *mut f32;
+    if len == 0 || data.is_null() {
+        return Ok(&mut []);
+    }
     // SAFETY: a contiguous f32 CPU tensor stores `numel` f32 values from
-    // `data_ptr` (checked above, and an empty tensor is never
-    // dereferenced); the exclusive borrow of `t` lasts as long as the
-    // slice, and the loader reads the batch only after every clip is
-    // written.
-    Ok(unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, len) })
+    // `data_ptr` (checked above, non-null as it holds values); the
+    // exclusive borrow of `t` lasts as long as the slice, and the loader
+    // reads the batch only after every clip is written.
+    Ok(unsafe { std::slice::from_raw_parts_mut(data, len) })
 }
 
 /// An uninitialised `[clips, 3, frames, size, size]` batch for views to fill.
