@@ -180,6 +180,34 @@ mod video {
         assert!(String::from_utf8_lossy(&run.stdout).contains("2 of 7 videos readable"));
     }
 
+    /// A video stream nothing installed can decode is named as such, not
+    /// taken for a file without video (Theora with its decoders ranked
+    /// out, as on a machine without them).
+    #[test]
+    fn a_missing_decoder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = dir.path().join("theora.ogv");
+        let status = std::process::Command::new("gst-launch-1.0")
+            .args(["-q", "videotestsrc", "num-buffers=10", "!", "video/x-raw,width=64,height=48", "!", "theoraenc", "!", "oggmux", "!", "filesink"])
+            .arg(format!("location={}", video.display()))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::write(dir.path().join("list.txt"), format!("{} 0\n", video.display())).unwrap();
+        let out = dir.path().join("bad.txt");
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .env("GST_PLUGIN_FEATURE_RANK", "theoradec:NONE,avdec_theora:NONE")
+            .args(["check-data", "--list"])
+            .arg(dir.path().join("list.txt"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("no decoder installed for video/x-theora"), "{text}");
+    }
+
     /// Seeking, and leaving unsampled frames undecoded, gives bit for bit
     /// the frames a full decode gives: H.264 with B-frames, the sampled
     /// frames either the reference frames or the skippable ones, after the

@@ -47,8 +47,8 @@ struct Pipeline {
     /// the times of what it outputs, and those repeat and skip, so frames
     /// are numbered by counting instead.
     untimed: Arc<AtomicBool>,
-    /// Whether the demuxer found any stream at all.
-    streams: Arc<AtomicBool>,
+    /// What streams the demuxer found: any at all, any video.
+    streams: Arc<Streams>,
     name: String,
 }
 
@@ -87,13 +87,13 @@ impl Pipeline {
         let sink = by_name("sink")?.downcast::<gst_app::AppSink>().map_err(|_| fail("appsink missing".into()))?;
         let decoder = Arc::new(Mutex::new(None));
         let untimed = Arc::new(AtomicBool::new(false));
-        let streams = Arc::new(AtomicBool::new(false));
-        let (found, untimed_input, any) = (decoder.clone(), untimed.clone(), streams.clone());
+        let streams = Arc::new(Streams::default());
+        let (found, untimed_input, seen) = (decoder.clone(), untimed.clone(), streams.clone());
         let bin = pipeline.downgrade();
         parse.connect_pad_added(move |_, pad| {
-            any.store(true, Ordering::Relaxed);
+            seen.any.store(true, Ordering::Relaxed);
             let Some(bin) = bin.upgrade() else { return };
-            if let Err(why) = link_video(&bin, pad, &convert, &found, &untimed_input) {
+            if let Err(why) = link_video(&bin, pad, &convert, &found, &untimed_input, &seen.video) {
                 gst::element_error!(bin, gst::StreamError::CodecNotFound, ("{}", why));
             }
         });
@@ -102,9 +102,7 @@ impl Pipeline {
 
     /// Whether the file has streams, none of them video.
     fn no_video(&self) -> bool {
-        let convert = self.pipeline.by_name("convert");
-        let video = convert.and_then(|c| c.static_pad("sink")).is_some_and(|p| p.is_linked());
-        self.streams.load(Ordering::Relaxed) && !video
+        self.streams.any.load(Ordering::Relaxed) && !self.streams.video.load(Ordering::Relaxed)
     }
 
     fn error(&self, fallback: &str) -> SampleError {
@@ -259,11 +257,16 @@ fn link_video(
     convert: &gst::Element,
     found: &Mutex<Option<gst::glib::WeakRef<gst::Element>>>,
     untimed: &Arc<AtomicBool>,
+    video: &AtomicBool,
 ) -> Result<(), String> {
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let Some(media) = caps.structure(0).map(|s| s.name().to_string()) else { return Ok(()) };
+    if !(media.starts_with("video/") || media.starts_with("image/")) {
+        return Ok(());
+    }
+    video.store(true, Ordering::Relaxed);
     let Some(target) = convert.static_pad("sink") else { return Err("videoconvert has no sink".into()) };
-    if target.is_linked() || !(media.starts_with("video/") || media.starts_with("image/")) {
+    if target.is_linked() {
         return Ok(());
     }
     if media == "video/x-raw" {
@@ -330,6 +333,14 @@ fn decoder_for(caps: &gst::CapsRef) -> Option<gst::ElementFactory> {
 /// the buffer and tells the pad the push succeeded, which is what dropping
 /// means.
 const DROP: gst::PadProbeReturn = gst::PadProbeReturn::Handled;
+
+/// Which streams a demuxer exposed, so that a file with none to decode is
+/// told apart from one whose video cannot be decoded.
+#[derive(Default)]
+struct Streams {
+    any: AtomicBool,
+    video: AtomicBool,
+}
 
 /// What prerolling told about a video.
 struct Opened {
