@@ -158,18 +158,7 @@ mod video {
             .map(|s| format!("{} {}\n", s.path.file_name().unwrap().to_string_lossy(), s.label))
             .collect();
         std::fs::write(dir.path().join("list.txt"), list).unwrap();
-        let out = dir.path().join("bad.txt");
-        let run = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
-            .args(["check-data", "--list"])
-            .arg(dir.path().join("list.txt"))
-            .arg("--root")
-            .arg(dir.path())
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        let text = std::fs::read_to_string(&out).unwrap();
+        let (run, text) = check_data(dir.path(), &[]);
         assert_eq!(text.lines().count(), bad.len(), "{text}");
         for b in bad {
             assert!(text.lines().any(|l| l.split('\t').next().unwrap().ends_with(b)), "{b} missing from {text}");
@@ -178,6 +167,25 @@ mod video {
         assert_eq!(why("audio.wav"), "no video stream", "{text}");
         assert_eq!(why("empty.mp4"), "empty file (0 bytes)", "{text}");
         assert!(String::from_utf8_lossy(&run.stdout).contains("2 of 7 videos readable"));
+    }
+
+    /// Runs `trainer check-data` on `dir/list.txt` (paths relative to
+    /// `dir`), which must succeed; its output and the bad-video report.
+    fn check_data(dir: &Path, env: &[(&str, &str)]) -> (std::process::Output, String) {
+        let out = dir.join("bad.txt");
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .envs(env.iter().copied())
+            .args(["check-data", "--list"])
+            .arg(dir.join("list.txt"))
+            .arg("--root")
+            .arg(dir)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let text = std::fs::read_to_string(&out).unwrap();
+        (run, text)
     }
 
     /// A video stream nothing installed can decode is named as such, not
@@ -193,18 +201,8 @@ mod video {
             .status()
             .unwrap();
         assert!(status.success());
-        std::fs::write(dir.path().join("list.txt"), format!("{} 0\n", video.display())).unwrap();
-        let out = dir.path().join("bad.txt");
-        let run = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
-            .env("GST_PLUGIN_FEATURE_RANK", "theoradec:NONE,avdec_theora:NONE")
-            .args(["check-data", "--list"])
-            .arg(dir.path().join("list.txt"))
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        let text = std::fs::read_to_string(&out).unwrap();
+        std::fs::write(dir.path().join("list.txt"), "theora.ogv 0\n").unwrap();
+        let (_, text) = check_data(dir.path(), &[("GST_PLUGIN_FEATURE_RANK", "theoradec:NONE,avdec_theora:NONE")]);
         assert!(text.contains("no decoder installed for video/x-theora"), "{text}");
     }
 
