@@ -3,7 +3,7 @@
 //! Tolerance: 1e-4 max abs on normalised values (about 0.006 of one 8-bit
 //! level at std 0.225); the float steps differ only in order of rounding.
 
-use runtime::preprocess::{Clip, CropWindow, Normalization, ScaledFrame, SpatialCrop, crop_clip, scale_frame, scaled_size};
+use runtime::preprocess::{Clip, CropWindow, Normalization, PackedFrames, Packing, ScaledFrame, SpatialCrop, crop_clip, scale_frame, scaled_size};
 use serde_json::Value;
 
 fn numbers(v: &Value) -> Vec<f64> {
@@ -13,6 +13,10 @@ fn numbers(v: &Value) -> Vec<f64> {
 /// The case's input frames, packed RGB.
 fn pixels(case: &Value) -> Vec<u8> {
     numbers(&case["frames"]).into_iter().map(|v| v as u8).collect()
+}
+
+fn rgb(data: &[u8], count: usize, width: usize, height: usize) -> PackedFrames<'_> {
+    PackedFrames { data, count, width, height, packing: Packing::Rgb }
 }
 
 fn fixture() -> Value {
@@ -43,7 +47,7 @@ fn training_view_matches_torch_jitter_crop_and_flip() {
             size: crop,
             flip: case["flip"].as_bool().unwrap(),
         };
-        let got = crop_clip(&pixels, t, w, h, &window, &normalization(case)).unwrap();
+        let got = crop_clip(&rgb(&pixels, t, w, h), &window, &normalization(case)).unwrap();
         let want = numbers(&case["clip"]);
         assert_eq!(got.len(), want.len());
         let worst = got.iter().zip(&want).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
@@ -60,7 +64,7 @@ fn test_crops_cut_in_one_pass_match_torch() {
         let scaled = scaled_size(w, h, crop);
         for (i, kind) in [SpatialCrop::Start, SpatialCrop::Centre, SpatialCrop::End].into_iter().enumerate() {
             let window = CropWindow { scaled, offset: kind.offset(scaled.0, scaled.1, crop), size: crop, flip: false };
-            let got = crop_clip(&pixels, t, w, h, &window, &normalization(case)).unwrap();
+            let got = crop_clip(&rgb(&pixels, t, w, h), &window, &normalization(case)).unwrap();
             let want = numbers(&case["crops"][i]);
             let worst = got.iter().zip(&want).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
             assert!(worst < 1e-4, "{w}x{h} -> crop {crop} spatial {i}: max abs diff {worst}");

@@ -228,7 +228,7 @@ mod video {
             let all = trainer::data::decode::decode_clips(&video, |total, _| vec![(0..total).collect()]).unwrap().remove(0);
             let probe = trainer::data::decode::probe(&video).unwrap();
             assert!(probe.frames.abs_diff(all.frames) <= 2, "{name}: {} vs {}", probe.frames, all.frames);
-            let frame = all.height * all.width * 3;
+            let frame = all.height * all.width * all.packing.bytes();
             for start in starts {
                 let want: Vec<usize> = (start..start + 64).step_by(2).collect();
                 let clip = trainer::data::decode::decode_clips(&video, |_, _| vec![want.clone()]).unwrap().remove(0);

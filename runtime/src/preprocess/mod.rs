@@ -9,11 +9,11 @@
 
 mod window;
 
-pub use window::{CropWindow, crop_clip, crop_clip_into};
+pub use window::{CropWindow, PackedFrames, Packing, crop_clip, crop_clip_into};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
-    #[error("frame of {width}x{height} has {got} bytes, expected {expected} (packed RGB)")]
+    #[error("frame of {width}x{height} has {got} bytes, expected {expected} (packed RGB or RGBx)")]
     FrameSize { width: usize, height: usize, got: usize, expected: usize },
     #[error("frame of {width}x{height} is smaller than the {size}x{size} crop after resizing")]
     TooSmall { width: usize, height: usize, size: usize },

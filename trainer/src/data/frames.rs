@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use runtime::preprocess::Packing;
+
 use super::SampleError;
 use super::source::RawClip;
 
@@ -55,7 +57,7 @@ pub fn read_clips(dir: &Path, pick: impl Fn(usize) -> Vec<Vec<usize>>) -> Result
             data.extend_from_slice(cache[&i].as_raw());
         }
         let (w, h) = size.unwrap_or((0, 0));
-        clips.push(RawClip { data, frames: idx.len(), height: h as usize, width: w as usize });
+        clips.push(RawClip { data, frames: idx.len(), height: h as usize, width: w as usize, packing: Packing::Rgb });
     }
     Ok(clips)
 }

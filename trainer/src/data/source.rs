@@ -4,18 +4,27 @@
 
 use std::path::Path;
 
+use runtime::preprocess::{PackedFrames, Packing};
 use runtime::sampling::{ClipPosition, clip_indices, clip_size};
 
 use super::{Sample, SampleError};
 use crate::synth::{self, Split, SynthSpec};
 
-/// `frames` packed RGB frames of `height x width`.
+/// `frames` packed frames of `height x width`: RGB, or RGBx as videos
+/// decode to (see `runtime::preprocess::Packing`).
 #[derive(Debug, Clone)]
 pub struct RawClip {
     pub data: Vec<u8>,
     pub frames: usize,
     pub height: usize,
     pub width: usize,
+    pub packing: Packing,
+}
+
+impl RawClip {
+    pub fn pixels(&self) -> PackedFrames<'_> {
+        PackedFrames { data: &self.data, count: self.frames, width: self.width, height: self.height, packing: self.packing }
+    }
 }
 
 /// How frames are taken from a video (PySlowFast `DATA.NUM_FRAMES`,
@@ -82,7 +91,7 @@ impl Source {
                         for k in &idx {
                             data.extend_from_slice(&clip.frames[*k]);
                         }
-                        RawClip { data, frames: idx.len(), height: size, width: size }
+                        RawClip { data, frames: idx.len(), height: size, width: size, packing: Packing::Rgb }
                     })
                     .collect())
             }

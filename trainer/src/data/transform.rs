@@ -1,4 +1,5 @@
-//! PySlowFast's spatial transforms on `[T, H, W, 3]` u8 clips: random
+//! PySlowFast's spatial transforms on packed u8 clips (`[T, H, W, 3]`, or
+//! 4 bytes a pixel as videos decode): random
 //! short-side scale jitter, random crop and flip for training; short side
 //! to the crop size and left/centre/right crops for testing; then
 //! `(x / 255 - mean) / std` into `[3, T, H, W]` f32. The pixels come from
@@ -16,7 +17,7 @@ use super::source::RawClip;
 /// clip whose buffer does not hold its frames is refused.
 fn view(raw: &RawClip, window: CropWindow, n: &Normalization, out: &mut Tensor) -> Result<(), String> {
     let values = values_mut(out)?;
-    crop_clip_into(&raw.data, raw.frames, raw.width, raw.height, &window, n, values).map_err(|e| e.to_string())
+    crop_clip_into(&raw.pixels(), &window, n, values).map_err(|e| e.to_string())
 }
 
 /// The values of a contiguous f32 CPU tensor, for clips to be written
@@ -103,7 +104,7 @@ mod tests {
 
     fn ramp(frames: usize, h: usize, w: usize) -> RawClip {
         let data = (0..frames * h * w * 3).map(|i| ((i / 3) % w) as u8).collect();
-        RawClip { data, frames, height: h, width: w }
+        RawClip { data, frames, height: h, width: w, packing: runtime::preprocess::Packing::Rgb }
     }
 
     #[test]
