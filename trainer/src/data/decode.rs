@@ -1,7 +1,8 @@
-//! Decoding only the frames a clip needs: the pipeline prerolls to learn
-//! the frame rate and duration, seeks to the key frame before the clip's
-//! first frame and stops after its last, instead of decoding the whole
-//! video (PySlowFast's PyAV path also seeks). On the way, frames nobody
+//! Decoding only the frames a clip needs: the pipeline learns the frame
+//! rate and duration (from the first packets, held before the decoder by a
+//! `gate`; `probe` prerolls, decoding the first frame), seeks to the key
+//! frame before the clip's first frame and stops after its last, instead
+//! of decoding the whole video (PySlowFast's PyAV path also seeks). On the way, frames nobody
 //! samples are skipped by the decoder where the codec allows (see
 //! `Pipeline::select`) and never colour-converted. Videos without a usable
 //! duration are decoded from the start.
@@ -15,6 +16,7 @@ use gst::prelude::*;
 use gst_video::prelude::*;
 
 use super::SampleError;
+use super::gate::{self, Gate};
 use super::reference::H264Framing;
 use super::source::RawClip;
 use runtime::preprocess::Packing;
@@ -50,6 +52,9 @@ struct Pipeline {
     untimed: Arc<AtomicBool>,
     /// What streams the demuxer found: any at all, any video.
     streams: Arc<Streams>,
+    /// Holds the video stream before the decoder until the clip's seek
+    /// (see `gate`); `None` when the pipeline prerolls instead.
+    gate: Option<Arc<Gate>>,
     name: String,
 }
 
@@ -60,7 +65,7 @@ impl Drop for Pipeline {
 }
 
 impl Pipeline {
-    fn open(path: &Path) -> Result<Self, SampleError> {
+    fn open(path: &Path, gated: bool) -> Result<Self, SampleError> {
         let name = path.display().to_string();
         let fail = |why: String| SampleError::new(name.clone(), why);
         let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot open: {e}")))?;
@@ -92,16 +97,18 @@ impl Pipeline {
         let decoder = Arc::new(Mutex::new(None));
         let untimed = Arc::new(AtomicBool::new(false));
         let streams = Arc::new(Streams::default());
-        let (found, untimed_input, seen) = (decoder.clone(), untimed.clone(), streams.clone());
+        let gate = gated.then(|| Arc::new(Gate::default()));
+        let (found, untimed_input, seen, gate_video) = (decoder.clone(), untimed.clone(), streams.clone(), gate.clone());
         let bin = pipeline.downgrade();
         parse.connect_pad_added(move |_, pad| {
             seen.any.store(true, Ordering::Relaxed);
             let Some(bin) = bin.upgrade() else { return };
-            if let Err(why) = link_video(&bin, pad, &convert, &found, &untimed_input, &seen.video) {
+            let video = Video { convert: &convert, decoder: &found, untimed: &untimed_input, seen: &seen.video, gate: gate_video.as_ref() };
+            if let Err(why) = link_video(&bin, pad, video) {
                 gst::element_error!(bin, gst::StreamError::CodecNotFound, ("{}", why));
             }
         });
-        Ok(Pipeline { pipeline, sink, decoder, untimed, streams, name })
+        Ok(Pipeline { pipeline, sink, decoder, untimed, streams, gate, name })
     }
 
     /// Whether the file has streams, none of them video.
@@ -122,9 +129,10 @@ impl Pipeline {
         SampleError::new(self.name.clone(), why)
     }
 
-    /// Waits for the pipeline to preroll, an error or the end of the
-    /// stream, whichever comes first: a demuxer that gives up on a broken
-    /// file posts an error but never finishes the state change.
+    /// Waits for the pipeline to preroll (or its gate to hold the video
+    /// stream), an error or the end of the stream, whichever comes first: a
+    /// demuxer that gives up on a broken file posts an error but never
+    /// finishes the state change.
     fn wait_preroll(&self) -> Result<(), SampleError> {
         let bus = self.pipeline.bus().ok_or_else(|| self.error("pipeline has no bus"))?;
         let fail = |why: String| SampleError::new(self.name.clone(), why);
@@ -133,6 +141,7 @@ impl Pipeline {
             while let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) {
                 match msg.view() {
                     gst::MessageView::AsyncDone(_) => return Ok(()),
+                    gst::MessageView::Application(m) if m.structure().is_some_and(|s| s.name() == gate::HELD) => return Ok(()),
                     gst::MessageView::Error(_) if self.no_video() => return Err(fail("no video stream".into())),
                     gst::MessageView::Error(e) => return Err(fail(format!("no decodable video stream: {}", e.error()))),
                     gst::MessageView::Eos(_) => return Err(fail("no video frames before the end of the stream".into())),
@@ -149,13 +158,21 @@ impl Pipeline {
         Err(fail(format!("no video frame within {PREROLL_TIMEOUT_S} s")))
     }
 
-    /// Prerolls; returns the frame rate, the duration and the timestamp of
-    /// the first frame (frame numbers count from it).
+    /// Prerolls (or waits for the gate); returns the frame rate, the
+    /// duration and the timestamp of the first frame (frame numbers count
+    /// from it).
     fn preroll(&self) -> Result<Opened, SampleError> {
         match self.pipeline.set_state(gst::State::Paused) {
             Err(_) => return Err(self.error("cannot start decoding")),
             Ok(gst::StateChangeSuccess::Async) => self.wait_preroll()?,
             Ok(_) => {}
+        }
+        if let Some(gate) = &self.gate {
+            let held = gate.headers().ok_or_else(|| self.error("no video frames"))?;
+            if held.untimed {
+                self.untimed.store(true, Ordering::Relaxed);
+            }
+            return Ok(self.opened(held.fps, held.origin_ns));
         }
         let sample = self
             .sink
@@ -165,12 +182,17 @@ impl Pipeline {
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| SampleError::new(self.name.clone(), e))?;
         let fps = if info.fps().numer() > 0 { info.fps().numer() as f64 / info.fps().denom() as f64 } else { 0.0 };
         let origin_ns = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds()).unwrap_or(0);
+        Ok(self.opened(fps, origin_ns))
+    }
+
+    /// With the frame count from the container's duration.
+    fn opened(&self, fps: f64, origin_ns: u64) -> Opened {
         let duration_ns = self.pipeline.query_duration::<gst::ClockTime>().map(|d| d.nseconds());
         let frames = match duration_ns {
             Some(ns) if fps > 0.0 && ns > origin_ns => Some((((ns - origin_ns) as f64 * fps / 1e9).round() as usize).max(1)),
             _ => None,
         };
-        Ok(Opened { fps, frames, origin_ns })
+        Opened { fps, frames, origin_ns }
     }
 
     /// Has only the `wanted` frames decoded and passed on, as far as the
@@ -253,16 +275,21 @@ impl Pipeline {
     }
 }
 
+/// Where `link_video` links a video stream and what it records of it.
+struct Video<'a> {
+    convert: &'a gst::Element,
+    decoder: &'a Mutex<Option<gst::glib::WeakRef<gst::Element>>>,
+    untimed: &'a Arc<AtomicBool>,
+    /// Set once a video stream is seen.
+    seen: &'a AtomicBool,
+    gate: Option<&'a Arc<Gate>>,
+}
+
 /// Links the first video stream parsebin exposes to a decoder (none for
-/// raw video) and on to `convert`; other streams stay unlinked.
-fn link_video(
-    bin: &gst::Pipeline,
-    pad: &gst::Pad,
-    convert: &gst::Element,
-    found: &Mutex<Option<gst::glib::WeakRef<gst::Element>>>,
-    untimed: &Arc<AtomicBool>,
-    video: &AtomicBool,
-) -> Result<(), String> {
+/// raw video) and on to `convert`, through the gate if there is one;
+/// other streams stay unlinked.
+fn link_video(bin: &gst::Pipeline, pad: &gst::Pad, video: Video) -> Result<(), String> {
+    let Video { convert, decoder: found, untimed, seen: video, gate } = video;
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let Some(media) = caps.structure(0).map(|s| s.name().to_string()) else { return Ok(()) };
     if !(media.starts_with("video/") || media.starts_with("image/")) {
@@ -272,6 +299,9 @@ fn link_video(
     let Some(target) = convert.static_pad("sink") else { return Err("videoconvert has no sink".into()) };
     if target.is_linked() {
         return Ok(());
+    }
+    if let Some(gate) = gate {
+        gate.install(pad);
     }
     if media == "video/x-raw" {
         return pad.link(&target).map(|_| ()).map_err(|e| format!("linking raw video: {e:?}"));
@@ -286,7 +316,7 @@ fn link_video(
     bin.add(&decoder).map_err(|e| e.to_string())?;
     let sink = decoder.static_pad("sink").ok_or("decoder without sink pad")?;
     // Prerolling feeds the decoder its first frames, so this is known
-    // before any clip is decoded.
+    // before any clip is decoded (the gate finds it out itself).
     let untimed = untimed.clone();
     sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         if info.buffer().is_some_and(|b| b.pts().is_none()) {
@@ -336,7 +366,7 @@ fn decoder_for(caps: &gst::CapsRef) -> Option<gst::ElementFactory> {
 /// more (a CRITICAL per dropped frame); `Handled` lets the bindings release
 /// the buffer and tells the pad the push succeeded, which is what dropping
 /// means.
-const DROP: gst::PadProbeReturn = gst::PadProbeReturn::Handled;
+pub(super) const DROP: gst::PadProbeReturn = gst::PadProbeReturn::Handled;
 
 /// Which streams a demuxer exposed, so that a file with none to decode is
 /// told apart from one whose video cannot be decoded.
@@ -354,10 +384,12 @@ struct Opened {
     origin_ns: u64,
 }
 
-fn open_prerolled(path: &Path) -> Result<(Pipeline, Opened), SampleError> {
+/// A pipeline ready to seek, with what it told of the video: prerolled
+/// (the first frame decoded, which `probe` wants as proof), or `gated`.
+fn open_prerolled(path: &Path, gated: bool) -> Result<(Pipeline, Opened), SampleError> {
     let mut last = None;
     for _ in 0..PREROLL_TRIES {
-        let p = Pipeline::open(path)?;
+        let p = Pipeline::open(path, gated)?;
         match p.preroll() {
             Ok(o) => return Ok((p, o)),
             Err(e) if e.why.starts_with("no video frame within") => last = Some(e),
@@ -369,7 +401,7 @@ fn open_prerolled(path: &Path) -> Result<(Pipeline, Opened), SampleError> {
 
 /// Frame count and rate of `path`; the checks `check-data` runs up front.
 pub fn probe(path: &Path) -> Result<Probe, SampleError> {
-    let (p, o) = open_prerolled(path)?;
+    let (p, o) = open_prerolled(path, false)?;
     let fps = if o.fps > 0.0 { o.fps } else { 30.0 };
     match o.frames {
         Some(frames) => Ok(Probe { frames, fps }),
@@ -380,7 +412,7 @@ pub fn probe(path: &Path) -> Result<Probe, SampleError> {
 /// Decodes the frames `pick(total_frames, fps)` asks for, one clip per
 /// returned index list.
 pub fn decode_clips(path: &Path, pick: impl Fn(usize, f64) -> Vec<Vec<usize>>) -> Result<Vec<RawClip>, SampleError> {
-    let (p, o) = open_prerolled(path)?;
+    let (p, o) = open_prerolled(path, true)?;
     let (total, frames) = match o.frames {
         Some(total) => {
             let mut wanted: Vec<usize> = pick(total, if o.fps > 0.0 { o.fps } else { 30.0 }).into_iter().flatten().collect();
@@ -477,7 +509,11 @@ fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<D
     if let (Some(w), true, false) = (&wanted, frame_ns > 0.0, counted) {
         p.select(w.clone());
     }
-    if lo > 0 && frame_ns > 0.0 {
+    if let Some(gate) = &p.gate {
+        gate.open();
+    }
+    // A gated stream is always sought: the seek's flush drops what the gate held.
+    if (lo > 0 && frame_ns > 0.0) || p.gate.is_some() {
         // Seek positions are in stream time, which an MP4 edit list shifts
         // against the frames' timestamps: aim two frames early without the
         // origin, so the target is never past the first wanted frame. To
@@ -540,4 +576,32 @@ fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<D
         return Err(p.error("no video frames decoded"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// The gate tells what prerolling tells: frame rate, frame count, frame
+    /// 0's time and whether packets are untimed, on H.264 with B-frames,
+    /// MPEG-4 in AVI with and without packed B-frames, and a video shorter
+    /// than the packets the gate looks at.
+    #[test]
+    fn the_gate_tells_what_prerolling_tells() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("five_frames.mp4");
+        let frames: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i * 40; 64 * 64 * 3]).collect();
+        crate::synth::write::write_mp4(&frames, 64, &short).unwrap();
+        let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos");
+        let names = ["mmaction2_test.mp4", "mmaction2_demo.mp4", "mmaction2_test.avi", "archery_paddlevideo_example.avi"];
+        for video in names.iter().map(|n| shared.join(n)).chain([short]) {
+            let told = |gated| {
+                let (p, o) = open_prerolled(&video, gated).unwrap();
+                (o.fps, o.frames, o.origin_ns, p.untimed.load(Ordering::Relaxed))
+            };
+            assert_eq!(told(true), told(false), "{}", video.display());
+        }
+    }
 }

@@ -6,6 +6,8 @@
 #[cfg(feature = "video")]
 pub mod decode;
 pub mod frames;
+#[cfg(feature = "video")]
+mod gate;
 pub mod list;
 pub mod loader;
 #[cfg(feature = "video")]
