@@ -247,4 +247,25 @@ mod video {
         let all = trainer::data::decode::decode_clips(&mp4, |total, _| vec![(0..total).collect()]).unwrap().remove(0);
         assert!(all.frames >= 290, "{} frames", all.frames);
     }
+
+    /// MPEG-TS exposes its streams before their caps are settled, and its
+    /// seeks land between key frames (no index); the clip read from the
+    /// same H.264 remuxed into it is the MP4's, bit for bit.
+    #[test]
+    fn mpeg_ts_gives_the_frames_of_the_same_stream_in_mp4() {
+        let mp4 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos/mmaction2_test.mp4");
+        let dir = tempfile::tempdir().unwrap();
+        let ts = dir.path().join("remuxed.ts");
+        let remux = std::process::Command::new("gst-launch-1.0")
+            .args(["-q", "filesrc", &format!("location={}", mp4.display()), "!", "qtdemux", "!", "h264parse", "!", "mpegtsmux"])
+            .args(["!", "filesink", &format!("location={}", ts.display())])
+            .status()
+            .unwrap();
+        assert!(remux.success());
+        let want: Vec<usize> = (100..164).step_by(2).collect();
+        let clip = |path: &Path| trainer::data::decode::decode_clips(path, |_, _| vec![want.clone()]).unwrap().remove(0);
+        let (a, b) = (clip(&mp4), clip(&ts));
+        assert_eq!((a.frames, a.width, a.height), (b.frames, b.width, b.height));
+        assert!(a.data == b.data, "the TS clip differs from the MP4's");
+    }
 }

@@ -50,6 +50,9 @@ struct Pipeline {
     /// the times of what it outputs, and those repeat and skip, so frames
     /// are numbered by counting instead.
     untimed: Arc<AtomicBool>,
+    /// The first packet the decoder got after the last seek was not a key
+    /// frame: the demuxer seeks by position without an index (MPEG-TS).
+    mid_gop: Arc<AtomicBool>,
     /// What streams the demuxer found: any at all, any video.
     streams: Arc<Streams>,
     /// Holds the video stream before the decoder until the clip's seek
@@ -98,17 +101,25 @@ impl Pipeline {
         let untimed = Arc::new(AtomicBool::new(false));
         let streams = Arc::new(Streams::default());
         let gate = gated.then(|| Arc::new(Gate::default()));
-        let (found, untimed_input, seen, gate_video) = (decoder.clone(), untimed.clone(), streams.clone(), gate.clone());
+        let mid_gop = Arc::new(AtomicBool::new(false));
+        let (found, untimed_input, seen, gate_video, landed) = (decoder.clone(), untimed.clone(), streams.clone(), gate.clone(), mid_gop.clone());
         let bin = pipeline.downgrade();
         parse.connect_pad_added(move |_, pad| {
             seen.any.store(true, Ordering::Relaxed);
             let Some(bin) = bin.upgrade() else { return };
-            let video = Video { convert: &convert, decoder: &found, untimed: &untimed_input, seen: &seen.video, gate: gate_video.as_ref() };
+            let video = Video {
+                convert: &convert,
+                decoder: &found,
+                untimed: &untimed_input,
+                mid_gop: &landed,
+                seen: &seen.video,
+                gate: gate_video.as_ref(),
+            };
             if let Err(why) = link_video(&bin, pad, video) {
                 gst::element_error!(bin, gst::StreamError::CodecNotFound, ("{}", why));
             }
         });
-        Ok(Pipeline { pipeline, sink, decoder, untimed, streams, gate, name })
+        Ok(Pipeline { pipeline, sink, decoder, untimed, mid_gop, streams, gate, name })
     }
 
     /// Whether the file has streams, none of them video.
@@ -280,6 +291,7 @@ struct Video<'a> {
     convert: &'a gst::Element,
     decoder: &'a Mutex<Option<gst::glib::WeakRef<gst::Element>>>,
     untimed: &'a Arc<AtomicBool>,
+    mid_gop: &'a Arc<AtomicBool>,
     /// Set once a video stream is seen.
     seen: &'a AtomicBool,
     gate: Option<&'a Arc<Gate>>,
@@ -289,7 +301,7 @@ struct Video<'a> {
 /// raw video) and on to `convert`, through the gate if there is one;
 /// other streams stay unlinked.
 fn link_video(bin: &gst::Pipeline, pad: &gst::Pad, video: Video) -> Result<(), String> {
-    let Video { convert, decoder: found, untimed, seen: video, gate } = video;
+    let Video { convert, decoder: found, untimed, mid_gop, seen: video, gate } = video;
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let Some(media) = caps.structure(0).map(|s| s.name().to_string()) else { return Ok(()) };
     if !(media.starts_with("video/") || media.starts_with("image/")) {
@@ -325,6 +337,24 @@ fn link_video(bin: &gst::Pipeline, pad: &gst::Pad, video: Video) -> Result<(), S
         }
         gst::PadProbeReturn::Ok
     });
+    // Whether the first packet after a seek is one decoding can start at;
+    // parsers flag I-frames as key frames, which H.264 says they are not.
+    let (mid_gop, after_flush) = (mid_gop.clone(), AtomicBool::new(false));
+    sink.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH, move |pad, info| {
+        match &info.data {
+            Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::FlushStop => after_flush.store(true, Ordering::Relaxed),
+            Some(gst::PadProbeData::Buffer(b)) if after_flush.swap(false, Ordering::Relaxed) => {
+                let h264 = pad.current_caps().and_then(|caps| H264Framing::from_caps(&caps));
+                let start = match h264 {
+                    Some(framing) => b.map_readable().is_ok_and(|m| framing.random_access(&m)),
+                    None => !b.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                };
+                mid_gop.store(!start, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        gst::PadProbeReturn::Ok
+    });
     decoder.link(convert).map_err(|e| format!("linking {}: {e}", factory.name()))?;
     decoder.sync_state_with_parent().map_err(|e| format!("starting {}: {e}", factory.name()))?;
     pad.link(&sink).map_err(|e| format!("linking {}: {e:?}", factory.name()))?;
@@ -351,7 +381,10 @@ fn decoder_for(caps: &gst::CapsRef) -> Option<gst::ElementFactory> {
         gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO | gst::ElementFactoryType::MEDIA_IMAGE,
         gst::Rank::MARGINAL,
     );
-    let mut usable: Vec<_> = factories.into_iter().filter(|f| f.can_sink_all_caps(caps)).collect();
+    // Any, not all: a demuxer that exposes its pad before the stream's caps
+    // are settled (MPEG-TS) offers every H.264 framing, and the parser
+    // settles on the one the decoder takes once they are linked.
+    let mut usable: Vec<_> = factories.into_iter().filter(|f| f.can_sink_any_caps(caps)).collect();
     usable.sort_by_key(|f| std::cmp::Reverse(f.rank()));
     let factory = usable.into_iter().next()?;
     if let Ok(mut chosen) = CHOSEN.lock() {
@@ -405,28 +438,20 @@ pub fn probe(path: &Path) -> Result<Probe, SampleError> {
     let fps = if o.fps > 0.0 { o.fps } else { 30.0 };
     match o.frames {
         Some(frames) => Ok(Probe { frames, fps }),
-        None => Ok(Probe { frames: decode_frames(&p, &o, None)?.numbers.len(), fps }),
+        None => Ok(Probe { frames: decode_frames(&p, &o, None, Seek::ToStart)?.numbers.len(), fps }),
     }
 }
 
 /// Decodes the frames `pick(total_frames, fps)` asks for, one clip per
 /// returned index list.
 pub fn decode_clips(path: &Path, pick: impl Fn(usize, f64) -> Vec<Vec<usize>>) -> Result<Vec<RawClip>, SampleError> {
-    let (p, o) = open_prerolled(path, true)?;
-    let (total, frames) = match o.frames {
-        Some(total) => {
-            let mut wanted: Vec<usize> = pick(total, if o.fps > 0.0 { o.fps } else { 30.0 }).into_iter().flatten().collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            (total, decode_frames(&p, &o, Some(&wanted))?)
-        }
-        None => {
-            let all = decode_frames(&p, &o, None)?;
-            (all.numbers.len(), all)
-        }
-    };
-    let fps = o.fps;
-    let fps = if fps > 0.0 { fps } else { 30.0 };
+    let mut read = decode_wanted(path, &pick, Seek::ToClip)?;
+    if read.mid_gop {
+        // The seek landed between key frames, so the frames decoded from
+        // there were built on missing references: decode from the start.
+        read = decode_wanted(path, &pick, Seek::ToStart)?;
+    }
+    let Read { total, frames, fps, .. } = read;
     let (w, h) = (frames.width, frames.height);
     let mut clips = pick(total, fps);
     // One clip of exactly the frames decoded (training): the clip is the
@@ -455,6 +480,43 @@ pub fn decode_clips(path: &Path, pick: impl Fn(usize, f64) -> Vec<Vec<usize>>) -
 
 /// How decoded frames are stored (the appsink's caps).
 const PACKING: Packing = Packing::Rgbx;
+
+/// Where decoding starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seek {
+    /// At the key frame before the clip, as the container's index says.
+    ToClip,
+    /// At the first frame: for containers whose seeks miss key frames.
+    ToStart,
+}
+
+/// A video's frame count and rate, and the frames a pick wanted of it.
+struct Read {
+    total: usize,
+    fps: f64,
+    frames: Decoded,
+    /// The seek missed a key frame (see `Pipeline::mid_gop`).
+    mid_gop: bool,
+}
+
+/// The frames `pick(total_frames, fps)` wants of `path`.
+fn decode_wanted(path: &Path, pick: &impl Fn(usize, f64) -> Vec<Vec<usize>>, seek: Seek) -> Result<Read, SampleError> {
+    let (p, o) = open_prerolled(path, true)?;
+    let (total, frames) = match o.frames {
+        Some(total) => {
+            let mut wanted: Vec<usize> = pick(total, if o.fps > 0.0 { o.fps } else { 30.0 }).into_iter().flatten().collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            (total, decode_frames(&p, &o, Some(&wanted), seek)?)
+        }
+        None => {
+            let all = decode_frames(&p, &o, None, seek)?;
+            (all.numbers.len(), all)
+        }
+    };
+    let fps = if o.fps > 0.0 { o.fps } else { 30.0 };
+    Ok(Read { total, fps, frames, mid_gop: p.mid_gop.load(Ordering::Relaxed) })
+}
 
 /// Decoded frames, packed one after another, and their numbers.
 struct Decoded {
@@ -498,7 +560,7 @@ impl Wanted {
 
 /// The frames numbered in `wanted` (sorted, unique; all frames when
 /// `None`), in order; frames in between are not kept.
-fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<Decoded, SampleError> {
+fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>, seek: Seek) -> Result<Decoded, SampleError> {
     let frame_ns = if o.fps > 0.0 { 1e9 / o.fps } else { 0.0 };
     let counted = p.untimed.load(Ordering::Relaxed);
     let (lo, hi) = match wanted {
@@ -513,14 +575,16 @@ fn decode_frames(p: &Pipeline, o: &Opened, wanted: Option<&[usize]>) -> Result<D
         gate.open();
     }
     // A gated stream is always sought: the seek's flush drops what the gate held.
-    if (lo > 0 && frame_ns > 0.0) || p.gate.is_some() {
+    let to_clip = lo > 0 && frame_ns > 0.0 && seek == Seek::ToClip;
+    if to_clip || p.gate.is_some() {
         // Seek positions are in stream time, which an MP4 edit list shifts
         // against the frames' timestamps: aim two frames early without the
         // origin, so the target is never past the first wanted frame. To
         // the key frame before it, not ACCURATE: the segment then starts at
         // the key frame, so the frames up to the clip have running times
         // the decoder can be told are late (see `select`).
-        let target = gst::ClockTime::from_nseconds(((lo as f64 - 2.0).max(0.0) * frame_ns) as u64);
+        let target = if to_clip { ((lo as f64 - 2.0).max(0.0) * frame_ns) as u64 } else { 0 };
+        let target = gst::ClockTime::from_nseconds(target);
         p.pipeline
             .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE, target)
             .map_err(|_| p.error("seek refused"))?;
@@ -603,5 +667,27 @@ mod tests {
             };
             assert_eq!(told(true), told(false), "{}", video.display());
         }
+    }
+
+    /// Seeks in MP4 and AVI land on the key frame before the clip; in
+    /// MPEG-TS (no index) they may not, and that is noticed.
+    #[test]
+    fn a_seek_that_misses_key_frames_is_noticed() {
+        let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos");
+        let dir = tempfile::tempdir().unwrap();
+        let ts = dir.path().join("remuxed.ts");
+        let mp4 = shared.join("mmaction2_test.mp4");
+        let remux = std::process::Command::new("gst-launch-1.0")
+            .args(["-q", "filesrc", &format!("location={}", mp4.display()), "!", "qtdemux", "!", "h264parse", "!", "mpegtsmux"])
+            .args(["!", "filesink", &format!("location={}", ts.display())])
+            .status()
+            .unwrap();
+        assert!(remux.success());
+        let clip = |_: usize, _: f64| vec![(100..164).step_by(2).collect()];
+        let names = ["mmaction2_test.mp4", "mmaction2_demo.mp4", "mmaction2_test.avi", "archery_paddlevideo_example.avi"];
+        for video in names.iter().map(|n| shared.join(n)) {
+            assert!(!decode_wanted(&video, &clip, Seek::ToClip).unwrap().mid_gop, "{}", video.display());
+        }
+        assert!(decode_wanted(&ts, &clip, Seek::ToClip).unwrap().mid_gop);
     }
 }

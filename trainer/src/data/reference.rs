@@ -42,14 +42,30 @@ impl H264Framing {
     pub fn droppable(&self, packet: &[u8]) -> bool {
         let mut slices = 0;
         let mut reference = false;
-        let mut visit = |header: u8| {
-            let kind = header & 0x1f;
+        let readable = self.each_nal(packet, |nal| {
+            let kind = nal[0] & 0x1f;
             // 1: non-IDR slice, 2-4: data partitions, 5: IDR slice.
             if (1..=5).contains(&kind) {
                 slices += 1;
-                reference |= header & 0x60 != 0 || kind == 5;
+                reference |= nal[0] & 0x60 != 0 || kind == 5;
             }
-        };
+        });
+        readable && slices > 0 && !reference
+    }
+
+    /// Whether decoding can start at the access unit in `packet`: an IDR
+    /// picture, or a recovery point (SEI payload 6, as open-GOP streams
+    /// mark their I-frames). An I-frame without either is no such point:
+    /// the P-frames after it may refer to pictures before it.
+    pub fn random_access(&self, packet: &[u8]) -> bool {
+        let mut found = false;
+        self.each_nal(packet, |nal| found |= nal[0] & 0x1f == 5 || (nal[0] & 0x1f == 6 && has_recovery_point(&nal[1..])));
+        found
+    }
+
+    /// Calls `visit` with each NAL unit (header byte first) of `packet`;
+    /// false when the packet does not parse.
+    fn each_nal(&self, packet: &[u8], mut visit: impl FnMut(&[u8])) -> bool {
         match *self {
             H264Framing::Avc { length_size } => {
                 let mut at = 0;
@@ -58,23 +74,52 @@ impl H264Framing {
                     if len == 0 || at + length_size + len > packet.len() {
                         return false;
                     }
-                    visit(packet[at + length_size]);
+                    visit(&packet[at + length_size..at + length_size + len]);
                     at += length_size + len;
                 }
-                if at != packet.len() {
-                    return false;
-                }
+                at == packet.len()
             }
             H264Framing::ByteStream => {
-                for w in 0..packet.len().saturating_sub(3) {
-                    if packet[w..w + 3] == [0, 0, 1] {
-                        visit(packet[w + 3]);
+                let starts: Vec<usize> = (0..packet.len().saturating_sub(3)).filter(|&w| packet[w..w + 3] == [0, 0, 1]).map(|w| w + 3).collect();
+                for (i, &start) in starts.iter().enumerate() {
+                    // Up to the next start code (and the zero byte a
+                    // four-byte start code puts before it).
+                    let end = starts.get(i + 1).map_or(packet.len(), |&next| next - 3);
+                    let end = if end > start && end < packet.len() && packet[end - 1] == 0 { end - 1 } else { end };
+                    if end > start {
+                        visit(&packet[start..end]);
                     }
                 }
+                true
             }
         }
-        slices > 0 && !reference
     }
+}
+
+/// Whether SEI messages (`payloadType`, `payloadSize`, payload, ...) hold a
+/// recovery point (type 6). Sizes are read as written: emulation
+/// prevention bytes inside a payload can only end the walk early.
+fn has_recovery_point(sei: &[u8]) -> bool {
+    let mut at = 0;
+    let read = |at: &mut usize| {
+        let mut value = 0usize;
+        while let Some(&b) = sei.get(*at) {
+            *at += 1;
+            value += b as usize;
+            if b != 0xff {
+                return Some(value);
+            }
+        }
+        None
+    };
+    while sei.get(at).is_some_and(|&b| b != 0x80) {
+        let (Some(kind), Some(size)) = (read(&mut at), read(&mut at)) else { return false };
+        if kind == 6 {
+            return true;
+        }
+        at += size;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -112,5 +157,21 @@ mod tests {
         let annex_b = H264Framing::ByteStream;
         assert!(annex_b.droppable(&[0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x01, 0x9e, 0x12]));
         assert!(!annex_b.droppable(&[0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x21, 0x9e, 0x12]));
+    }
+
+    #[test]
+    fn decoding_starts_at_idr_pictures_and_recovery_points() {
+        let avc = H264Framing::Avc { length_size: 4 };
+        // IDR slice; a non-IDR I-slice alone; after an SEI holding user
+        // data (5) then a recovery point (6).
+        assert!(avc.random_access(&[nal(0x09), nal(0x65)].concat()));
+        assert!(!avc.random_access(&nal(0x41)));
+        let sei = vec![0, 0, 0, 9, 0x06, 0x05, 0x02, 0xaa, 0xbb, 0x06, 0x01, 0x84, 0x80];
+        assert!(avc.random_access(&[sei.clone(), nal(0x41)].concat()));
+        let no_recovery = vec![0, 0, 0, 6, 0x06, 0x05, 0x02, 0xaa, 0xbb, 0x80];
+        assert!(!avc.random_access(&[no_recovery, nal(0x41)].concat()));
+        let annex_b = H264Framing::ByteStream;
+        assert!(annex_b.random_access(&[0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x65, 0x88, 0x84]));
+        assert!(!annex_b.random_access(&[0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x41, 0x9a, 0x12]));
     }
 }
