@@ -248,24 +248,47 @@ mod video {
         assert!(all.frames >= 290, "{} frames", all.frames);
     }
 
-    /// MPEG-TS exposes its streams before their caps are settled, and its
-    /// seeks land between key frames (no index); the clip read from the
-    /// same H.264 remuxed into it is the MP4's, bit for bit.
+    fn gst_launch(args: &[&str]) {
+        let status = std::process::Command::new("gst-launch-1.0").arg("-q").args(args).status().unwrap();
+        assert!(status.success(), "gst-launch-1.0 {args:?}");
+    }
+
+    /// The same H.264 remuxed into MPEG-TS (which exposes its streams
+    /// before their caps are settled, and seeks without an index, landing
+    /// between key frames) and Matroska gives the MP4's clip, bit for bit.
     #[test]
-    fn mpeg_ts_gives_the_frames_of_the_same_stream_in_mp4() {
+    fn remuxed_streams_give_the_frames_of_the_mp4() {
         let mp4 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos/mmaction2_test.mp4");
         let dir = tempfile::tempdir().unwrap();
-        let ts = dir.path().join("remuxed.ts");
-        let remux = std::process::Command::new("gst-launch-1.0")
-            .args(["-q", "filesrc", &format!("location={}", mp4.display()), "!", "qtdemux", "!", "h264parse", "!", "mpegtsmux"])
-            .args(["!", "filesink", &format!("location={}", ts.display())])
-            .status()
-            .unwrap();
-        assert!(remux.success());
         let want: Vec<usize> = (100..164).step_by(2).collect();
         let clip = |path: &Path| trainer::data::decode::decode_clips(path, |_, _| vec![want.clone()]).unwrap().remove(0);
-        let (a, b) = (clip(&mp4), clip(&ts));
-        assert_eq!((a.frames, a.width, a.height), (b.frames, b.width, b.height));
-        assert!(a.data == b.data, "the TS clip differs from the MP4's");
+        let reference = clip(&mp4);
+        for (muxer, name) in [("mpegtsmux", "remuxed.ts"), ("matroskamux", "remuxed.mkv")] {
+            let out = dir.path().join(name);
+            let (src, sink) = (format!("location={}", mp4.display()), format!("location={}", out.display()));
+            gst_launch(&["filesrc", &src, "!", "qtdemux", "!", "h264parse", "!", muxer, "!", "filesink", &sink]);
+            let got = clip(&out);
+            assert_eq!((got.frames, got.width, got.height), (reference.frames, reference.width, reference.height), "{name}");
+            assert!(got.data == reference.data, "the {name} clip differs from the MP4's");
+        }
+    }
+
+    /// VP8 in WebM goes to the VP8 decoder, not to the higher-ranked one
+    /// for VP8 with an alpha channel, whose caps it also intersects.
+    #[test]
+    fn webm_vp8_is_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let webm = dir.path().join("pattern.webm");
+        let sink = format!("location={}", webm.display());
+        let caps = "video/x-raw,width=96,height=64,framerate=30/1";
+        gst_launch(&["videotestsrc", "num-buffers=90", "!", caps, "!", "vp8enc", "deadline=1", "!", "webmmux", "!", "filesink", &sink]);
+        let want: Vec<usize> = (20..84).step_by(2).collect();
+        let got = trainer::data::decode::decode_clips(&webm, |total, _| {
+            assert_eq!(total, 90);
+            vec![want.clone()]
+        })
+        .unwrap()
+        .remove(0);
+        assert_eq!((got.frames, got.width, got.height), (32, 96, 64));
     }
 }

@@ -381,12 +381,16 @@ fn decoder_for(caps: &gst::CapsRef) -> Option<gst::ElementFactory> {
         gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO | gst::ElementFactoryType::MEDIA_IMAGE,
         gst::Rank::MARGINAL,
     );
-    // Any, not all: a demuxer that exposes its pad before the stream's caps
+    // One that takes the caps as they are; failing that, one that takes
+    // some of them: a demuxer that exposes its pad before the stream's caps
     // are settled (MPEG-TS) offers every H.264 framing, and the parser
-    // settles on the one the decoder takes once they are linked.
-    let mut usable: Vec<_> = factories.into_iter().filter(|f| f.can_sink_any_caps(caps)).collect();
-    usable.sort_by_key(|f| std::cmp::Reverse(f.rank()));
-    let factory = usable.into_iter().next()?;
+    // settles on the one the decoder takes once they are linked. (Not
+    // "some" first: VP8 caps without `codec-alpha` intersect the alpha
+    // decoder's, which ranks higher but decodes only alpha streams.)
+    let best = |fits: &dyn Fn(&gst::ElementFactory) -> bool| {
+        factories.iter().filter(|f| fits(f)).min_by_key(|f| std::cmp::Reverse(f.rank())).cloned()
+    };
+    let factory = best(&|f| f.can_sink_all_caps(caps)).or_else(|| best(&|f| f.can_sink_any_caps(caps)))?;
     if let Ok(mut chosen) = CHOSEN.lock() {
         chosen.get_or_insert_with(HashMap::new).insert(key, factory.clone());
     }
