@@ -2,10 +2,11 @@
 //! rate and duration (from the first packets, held before the decoder by a
 //! `gate`; `probe` prerolls, decoding the first frame), seeks to the key
 //! frame before the clip's first frame and stops after its last, instead
-//! of decoding the whole video (PySlowFast's PyAV path also seeks). On the way, frames nobody
-//! samples are skipped by the decoder where the codec allows (see
-//! `Pipeline::select`) and never colour-converted. Videos without a usable
-//! duration are decoded from the start.
+//! of decoding the whole video (PySlowFast's PyAV path also seeks). On the
+//! way, frames nobody samples are skipped by the decoder where the codec
+//! allows (see `Pipeline::select`) and never colour-converted. Videos
+//! without a usable duration, and those whose seeks miss key frames
+//! (MPEG-TS has no index), are decoded from the start.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,8 +51,9 @@ struct Pipeline {
     /// the times of what it outputs, and those repeat and skip, so frames
     /// are numbered by counting instead.
     untimed: Arc<AtomicBool>,
-    /// The first packet the decoder got after the last seek was not a key
-    /// frame: the demuxer seeks by position without an index (MPEG-TS).
+    /// The first packet the decoder got after the last seek was no point
+    /// decoding can start at: the demuxer sought by position, without an
+    /// index (MPEG-TS), and the frames decoded from there are corrupt.
     mid_gop: Arc<AtomicBool>,
     /// What streams the demuxer found: any at all, any video.
     streams: Arc<Streams>,
