@@ -51,9 +51,10 @@ struct Pipeline {
     /// the times of what it outputs, and those repeat and skip, so frames
     /// are numbered by counting instead.
     untimed: Arc<AtomicBool>,
-    /// The first packet the decoder got after the last seek was no point
-    /// decoding can start at: the demuxer sought by position, without an
-    /// index (MPEG-TS), and the frames decoded from there are corrupt.
+    /// The first packet the decoder got after the seek to the clip was no
+    /// point decoding can start at: the demuxer sought by position, without
+    /// an index (MPEG-TS), and the frames decoded from there are corrupt.
+    /// Checked on gated pipelines, the ones sought to clips.
     mid_gop: Arc<AtomicBool>,
     /// What streams the demuxer found: any at all, any video.
     streams: Arc<Streams>,
@@ -276,10 +277,10 @@ impl Pipeline {
                 return Ok(None);
             }
             let error = self.pipeline.bus().and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]));
-            if let Some(msg) = error {
-                if let gst::MessageView::Error(e) = msg.view() {
-                    return Err(SampleError::new(self.name.clone(), format!("decoding failed: {}", e.error())));
-                }
+            if let Some(msg) = error
+                && let gst::MessageView::Error(e) = msg.view()
+            {
+                return Err(SampleError::new(self.name.clone(), format!("decoding failed: {}", e.error())));
             }
             if std::time::Instant::now() > deadline {
                 return Err(SampleError::new(self.name.clone(), format!("decoding stalled for {TIMEOUT_S} s")));
@@ -329,34 +330,42 @@ fn link_video(bin: &gst::Pipeline, pad: &gst::Pad, video: Video) -> Result<(), S
     }
     bin.add(&decoder).map_err(|e| e.to_string())?;
     let sink = decoder.static_pad("sink").ok_or("decoder without sink pad")?;
-    // Prerolling feeds the decoder its first frames, so this is known
-    // before any clip is decoded (the gate finds it out itself).
-    let untimed = untimed.clone();
-    sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if info.buffer().is_some_and(|b| b.pts().is_none()) {
-            untimed.store(true, Ordering::Relaxed);
-            return gst::PadProbeReturn::Remove;
+    match gate {
+        // Prerolling feeds the decoder its first frames, so this is known
+        // before any clip is decoded.
+        None => {
+            let untimed = untimed.clone();
+            sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if info.buffer().is_some_and(|b| b.pts().is_none()) {
+                    untimed.store(true, Ordering::Relaxed);
+                    return gst::PadProbeReturn::Remove;
+                }
+                gst::PadProbeReturn::Ok
+            });
         }
-        gst::PadProbeReturn::Ok
-    });
-    // Whether the first packet after a seek is one decoding can start at;
-    // parsers flag I-frames as key frames, which H.264 says they are not.
-    let (mid_gop, after_flush) = (mid_gop.clone(), AtomicBool::new(false));
-    sink.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH, move |pad, info| {
-        match &info.data {
-            Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::FlushStop => after_flush.store(true, Ordering::Relaxed),
-            Some(gst::PadProbeData::Buffer(b)) if after_flush.swap(false, Ordering::Relaxed) => {
-                let h264 = pad.current_caps().and_then(|caps| H264Framing::from_caps(&caps));
-                let start = match h264 {
-                    Some(framing) => b.map_readable().is_ok_and(|m| framing.random_access(&m)),
-                    None => !b.flags().contains(gst::BufferFlags::DELTA_UNIT),
-                };
-                mid_gop.store(!start, Ordering::Relaxed);
-            }
-            _ => {}
+        // The gate finds out the above itself; a gated pipeline is sought
+        // to its clip, once, and checks that the first packet after the
+        // seek is one decoding can start at (parsers flag I-frames as key
+        // frames, which in H.264 they need not be).
+        Some(_) => {
+            let (mid_gop, after_flush) = (mid_gop.clone(), AtomicBool::new(false));
+            sink.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH, move |pad, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::FlushStop => after_flush.store(true, Ordering::Relaxed),
+                    Some(gst::PadProbeData::Buffer(b)) if after_flush.load(Ordering::Relaxed) => {
+                        let start = match pad.current_caps().and_then(|caps| H264Framing::from_caps(&caps)) {
+                            Some(framing) => b.map_readable().is_ok_and(|m| framing.random_access(&m)),
+                            None => !b.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                        };
+                        mid_gop.store(!start, Ordering::Relaxed);
+                        return gst::PadProbeReturn::Remove;
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            });
         }
-        gst::PadProbeReturn::Ok
-    });
+    }
     decoder.link(convert).map_err(|e| format!("linking {}: {e}", factory.name()))?;
     decoder.sync_state_with_parent().map_err(|e| format!("starting {}: {e}", factory.name()))?;
     pad.link(&sink).map_err(|e| format!("linking {}: {e:?}", factory.name()))?;
@@ -425,7 +434,7 @@ struct Opened {
 
 /// A pipeline ready to seek, with what it told of the video: prerolled
 /// (the first frame decoded, which `probe` wants as proof), or `gated`.
-fn open_prerolled(path: &Path, gated: bool) -> Result<(Pipeline, Opened), SampleError> {
+fn open_for_seek(path: &Path, gated: bool) -> Result<(Pipeline, Opened), SampleError> {
     let mut last = None;
     for _ in 0..PREROLL_TRIES {
         let p = Pipeline::open(path, gated)?;
@@ -440,7 +449,7 @@ fn open_prerolled(path: &Path, gated: bool) -> Result<(Pipeline, Opened), Sample
 
 /// Frame count and rate of `path`; the checks `check-data` runs up front.
 pub fn probe(path: &Path) -> Result<Probe, SampleError> {
-    let (p, o) = open_prerolled(path, false)?;
+    let (p, o) = open_for_seek(path, false)?;
     let fps = if o.fps > 0.0 { o.fps } else { 30.0 };
     match o.frames {
         Some(frames) => Ok(Probe { frames, fps }),
@@ -462,10 +471,10 @@ pub fn decode_clips(path: &Path, pick: impl Fn(usize, f64) -> Vec<Vec<usize>>) -
     let mut clips = pick(total, fps);
     // One clip of exactly the frames decoded (training): the clip is the
     // decoded buffer itself.
-    if let [idx] = clips.as_slice() {
-        if *idx == frames.numbers {
-            return Ok(vec![RawClip { data: frames.data, frames: idx.len(), height: h, width: w, packing: PACKING }]);
-        }
+    if let [idx] = clips.as_slice()
+        && *idx == frames.numbers
+    {
+        return Ok(vec![RawClip { data: frames.data, frames: idx.len(), height: h, width: w, packing: PACKING }]);
     }
     let frame_len = w * h * PACKING.bytes();
     Ok(clips
@@ -507,10 +516,11 @@ struct Read {
 
 /// The frames `pick(total_frames, fps)` wants of `path`.
 fn decode_wanted(path: &Path, pick: &impl Fn(usize, f64) -> Vec<Vec<usize>>, seek: Seek) -> Result<Read, SampleError> {
-    let (p, o) = open_prerolled(path, true)?;
+    let (p, o) = open_for_seek(path, true)?;
+    let fps = if o.fps > 0.0 { o.fps } else { 30.0 };
     let (total, frames) = match o.frames {
         Some(total) => {
-            let mut wanted: Vec<usize> = pick(total, if o.fps > 0.0 { o.fps } else { 30.0 }).into_iter().flatten().collect();
+            let mut wanted: Vec<usize> = pick(total, fps).into_iter().flatten().collect();
             wanted.sort_unstable();
             wanted.dedup();
             (total, decode_frames(&p, &o, Some(&wanted), seek)?)
@@ -520,7 +530,6 @@ fn decode_wanted(path: &Path, pick: &impl Fn(usize, f64) -> Vec<Vec<usize>>, see
             (all.numbers.len(), all)
         }
     };
-    let fps = if o.fps > 0.0 { o.fps } else { 30.0 };
     Ok(Read { total, fps, frames, mid_gop: p.mid_gop.load(Ordering::Relaxed) })
 }
 
@@ -668,7 +677,7 @@ mod tests {
         let names = ["mmaction2_test.mp4", "mmaction2_demo.mp4", "mmaction2_test.avi", "archery_paddlevideo_example.avi"];
         for video in names.iter().map(|n| shared.join(n)).chain([short]) {
             let told = |gated| {
-                let (p, o) = open_prerolled(&video, gated).unwrap();
+                let (p, o) = open_for_seek(&video, gated).unwrap();
                 (o.fps, o.frames, o.origin_ns, p.untimed.load(Ordering::Relaxed))
             };
             assert_eq!(told(true), told(false), "{}", video.display());

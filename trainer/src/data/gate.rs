@@ -3,8 +3,8 @@
 //! Prerolling a pipeline decodes and converts the first frames only to
 //! tell the frame rate and when frame 0 is shown; the seek to the clip
 //! then flushes them and decodes from the clip's key frame again. That was
-//! 4-6 ms of every training clip (40-160 ms), about as much as the set-up
-//! of the pipeline itself. A gate on the demuxer's video output reads the
+//! about 6 ms of every training clip (40-160 ms; prerolling as a whole took
+//! 9-14 ms). A gate on the demuxer's video output reads the
 //! same facts off the first packets (the caps' frame rate, the packets'
 //! presentation times) and holds the stream there, before the decoder,
 //! until the seek flushes it.

@@ -80,15 +80,24 @@ impl H264Framing {
                 at == packet.len()
             }
             H264Framing::ByteStream => {
-                let starts: Vec<usize> = (0..packet.len().saturating_sub(3)).filter(|&w| packet[w..w + 3] == [0, 0, 1]).map(|w| w + 3).collect();
-                for (i, &start) in starts.iter().enumerate() {
-                    // Up to the next start code (and the zero byte a
-                    // four-byte start code puts before it).
-                    let end = starts.get(i + 1).map_or(packet.len(), |&next| next - 3);
+                // Each unit runs to the next start code (less the zero byte
+                // a four-byte start code puts before it) or the packet's end.
+                let mut unit = |start: usize, end: usize| {
                     let end = if end > start && end < packet.len() && packet[end - 1] == 0 { end - 1 } else { end };
                     if end > start {
                         visit(&packet[start..end]);
                     }
+                };
+                let mut open = None;
+                for w in 0..packet.len().saturating_sub(3) {
+                    if packet[w..w + 3] == [0, 0, 1]
+                        && let Some(start) = open.replace(w + 3)
+                    {
+                        unit(start, w);
+                    }
+                }
+                if let Some(start) = open {
+                    unit(start, packet.len());
                 }
                 true
             }
