@@ -3,6 +3,7 @@
 
 pub mod clip;
 pub mod data;
+pub mod dist;
 pub mod export;
 pub mod model;
 pub mod recipe;

@@ -24,6 +24,7 @@ fn options(mode: Mode, workers: usize) -> LoaderOptions {
         flip: true,
         normalize: Normalization { mean: [0.45; 3], std: [0.225; 3] },
         alpha: 4,
+        shard: Default::default(),
     }
 }
 

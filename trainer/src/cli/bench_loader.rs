@@ -44,6 +44,7 @@ fn options(seed: u64) -> LoaderOptions {
         flip: true,
         normalize: Normalization { mean: [0.45; 3], std: [0.225; 3] },
         alpha: 4,
+        shard: Default::default(),
     }
 }
 

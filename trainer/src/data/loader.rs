@@ -42,6 +42,53 @@ pub struct LoaderOptions {
     pub flip: bool,
     pub normalize: Normalization,
     pub alpha: usize,
+    /// This process's share of every epoch (data-parallel training).
+    pub shard: Shard,
+}
+
+/// Rank `rank` of `world` reads positions `rank, rank + world, ...` of the
+/// epoch's one shuffled order (PySlowFast's use of `DistributedSampler`),
+/// `batch_size` of them per batch. In training, step `b` of all ranks
+/// together covers positions `b * batch_size * world ..` of that order, the
+/// same samples and augmentations as one process with the global batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { rank: 0, world: 1 }
+    }
+}
+
+impl Shard {
+    /// Batches each rank reads from `n` samples at `batch_size` per rank.
+    /// Training drops the incomplete last global batch; evaluation reads
+    /// every sample once (a rank may then have one batch fewer).
+    pub fn batches(&self, mode: Mode, n: usize, batch_size: usize) -> usize {
+        let (w, b) = (self.world.max(1), batch_size.max(1));
+        match mode {
+            Mode::Train => n / (b * w),
+            Mode::Val => self.len(n).div_ceil(b),
+        }
+    }
+
+    /// Positions of the epoch's order this rank has (evaluation).
+    fn len(&self, n: usize) -> usize {
+        (n + self.world.max(1) - 1 - self.rank.min(n)) / self.world.max(1)
+    }
+
+    /// Positions in the epoch's order of this rank's batch `b`.
+    pub fn positions(&self, mode: Mode, n: usize, batch_size: usize, b: usize) -> Vec<usize> {
+        let (w, bs) = (self.world.max(1), batch_size.max(1));
+        let end = match mode {
+            Mode::Train => bs,
+            Mode::Val => self.len(n).saturating_sub(b * bs).min(bs),
+        };
+        (0..end).map(|j| self.rank + w * (b * bs + j)).filter(|&p| p < n).collect()
+    }
 }
 
 /// A video that could not be used, and why.
@@ -88,12 +135,9 @@ impl Loader {
         &self.opts
     }
 
+    /// Batches this process reads per epoch (its shard's).
     pub fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.source.len(), self.opts.batch_size.max(1));
-        match self.opts.mode {
-            Mode::Train => n / b,
-            Mode::Val => n.div_ceil(b),
-        }
+        self.opts.shard.batches(self.opts.mode, self.source.len(), self.opts.batch_size)
     }
 
     /// The samples of `epoch` in the order they are read (shuffled by the
@@ -212,13 +256,13 @@ fn sample_rng(seed: u64, epoch: u64, pos: usize, attempt: u64) -> Rng {
 
 fn make_batch(source: &Source, opts: &LoaderOptions, bad: &BadSet, order: &[usize], epoch: u64, b: usize) -> Result<Batch, LoaderError> {
     let bs = opts.batch_size.max(1);
-    let positions = b * bs..((b + 1) * bs).min(order.len());
+    let positions = opts.shard.positions(opts.mode, order.len(), bs, b);
     // Clips are written straight into the batch, a row each.
     let fast = empty_batch(positions.len(), opts.temporal.num_frames, opts.crop);
     let mut labels = Vec::with_capacity(bs);
     let mut samples = Vec::with_capacity(bs);
     let mut failures = Vec::new();
-    for (row, pos) in positions.enumerate() {
+    for (row, pos) in positions.into_iter().enumerate() {
         let mut slot = fast.get(row as i64);
         let mut idx = order[pos];
         let mut attempt = 0u64;
@@ -269,6 +313,47 @@ fn load(source: &Source, opts: &LoaderOptions, idx: usize, rng: &mut Rng, out: &
         Mode::Val => {
             let raw = source.clips(idx, opts.temporal, &[ClipPosition::Random { fraction: 0.5 }])?.remove(0);
             test_view_into(&raw, opts.crop, 1, 1, &opts.normalize, out).map_err(|why| super::SampleError::new(source.name(idx), why))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_positions(mode: Mode, n: usize, bs: usize, world: usize) -> Vec<Vec<Vec<usize>>> {
+        (0..world)
+            .map(|rank| {
+                let s = Shard { rank, world };
+                (0..s.batches(mode, n, bs)).map(|b| s.positions(mode, n, bs, b)).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn evaluation_shards_cover_every_sample_once() {
+        for (n, bs, world) in [(11, 2, 2), (10, 3, 4), (3, 4, 4), (7, 1, 3), (9, 4, 1)] {
+            let mut seen: Vec<usize> = all_positions(Mode::Val, n, bs, world).into_iter().flatten().flatten().collect();
+            seen.sort();
+            assert_eq!(seen, (0..n).collect::<Vec<_>>(), "n {n} batch {bs} world {world}");
+        }
+    }
+
+    #[test]
+    fn training_steps_read_the_global_batches_of_one_process() {
+        for (n, bs, world) in [(22, 2, 2), (23, 1, 4), (40, 3, 3)] {
+            let per_rank = all_positions(Mode::Train, n, bs, world);
+            let single = Shard::default();
+            let steps = single.batches(Mode::Train, n, bs * world);
+            for rank in &per_rank {
+                assert_eq!(rank.len(), steps, "every rank takes the same number of steps");
+                assert!(rank.iter().all(|b| b.len() == bs));
+            }
+            for step in 0..steps {
+                let mut together: Vec<usize> = per_rank.iter().flat_map(|r| r[step].clone()).collect();
+                together.sort();
+                assert_eq!(together, single.positions(Mode::Train, n, bs * world, step), "step {step}");
+            }
         }
     }
 }

@@ -3,7 +3,11 @@
 //! on tensors. Names of the variables are PyTorch's (`weight`, `running_var`,
 //! `num_batches_tracked`, ...), so checkpoints map one to one.
 
+use std::sync::{Arc, OnceLock};
+
 use tch::{Kind, Tensor, nn};
+
+use crate::dist::Group;
 
 /// `[N, C, T, H, W]`
 pub type Shape = [i64; 5];
@@ -78,6 +82,25 @@ pub struct BatchNorm3d {
     pub num_batches_tracked: Tensor,
     eps: f64,
     momentum: f64,
+    /// Set for sync-BN: training statistics over the whole group.
+    sync: OnceLock<SyncBn>,
+}
+
+/// Sync-BN (PySlowFast's `sync_batchnorm`): batch statistics are summed
+/// over the processes of `group` (none: this process alone, through the
+/// same arithmetic, so one process with batch 2B matches two with B).
+#[derive(Clone)]
+pub struct SyncBn {
+    pub group: Option<Arc<Group>>,
+}
+
+impl std::fmt::Debug for SyncBn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.group {
+            Some(g) => write!(f, "SyncBn(rank {} of {})", g.rank, g.size),
+            None => write!(f, "SyncBn(local)"),
+        }
+    }
 }
 
 impl BatchNorm3d {
@@ -95,7 +118,13 @@ impl BatchNorm3d {
             ),
             eps,
             momentum,
+            sync: OnceLock::new(),
         }
+    }
+
+    /// Turns this layer into sync-BN for training (once).
+    pub fn set_sync(&self, sync: SyncBn) {
+        let _ = self.sync.set(sync);
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
@@ -104,6 +133,9 @@ impl BatchNorm3d {
                 let mut n = self.num_batches_tracked.shallow_clone();
                 let _ = n.g_add_scalar_(1);
             });
+            if let Some(sync) = self.sync.get() {
+                return self.forward_sync(x, sync);
+            }
         }
         Tensor::batch_norm(
             x,
@@ -118,8 +150,62 @@ impl BatchNorm3d {
         )
     }
 
+    /// Training forward with statistics summed over the group: per-channel
+    /// sum and sum of squares (from a stable local mean and variance, in
+    /// f64) go through one differentiable all-reduce, so backward sums the
+    /// statistics' gradients over the group as SyncBatchNorm does.
+    fn forward_sync(&self, x: &Tensor, sync: &SyncBn) -> Tensor {
+        let c = x.size()[1];
+        let dims: &[i64] = &[0, 2, 3, 4];
+        let n_local = (x.numel() as i64 / c.max(1)) as f64;
+        let (var_l, mean_l) = x.to_kind(Kind::Float).var_mean_correction(dims, 0, false);
+        let (var_l, mean_l) = (var_l.to_kind(Kind::Double), mean_l.to_kind(Kind::Double));
+        let sum = &mean_l * n_local;
+        let sumsq = (&var_l + &mean_l * &mean_l) * n_local;
+        let count = Tensor::from_slice(&[n_local]).to_device(x.device());
+        let local = Tensor::cat(&[sum, sumsq, count], 0);
+        let stats = match &sync.group {
+            Some(g) if g.size > 1 => {
+                let stats = local.to_device(comm_device(g, x.device()));
+                match g.all_reduce_sum_autograd(&stats) {
+                    Ok(s) => s.to_device(x.device()),
+                    // SlowFast::forward_t catches this and returns it as an
+                    // error; resume_unwind skips the panic hook's report.
+                    Err(e) => std::panic::resume_unwind(Box::new(format!("sync-BN all-reduce: {e}"))),
+                }
+            }
+            _ => local,
+        };
+        let n = stats.get(2 * c).detach();
+        let mean = stats.narrow(0, 0, c) / &n;
+        let var = stats.narrow(0, c, c) / &n - &mean * &mean;
+        let invstd = (&var + self.eps).rsqrt();
+        let view = [1, c, 1, 1, 1];
+        let kind = x.kind();
+        let scale = (&invstd * self.weight.to_kind(Kind::Double)).to_kind(kind).view(view);
+        let shift = (self.bias.to_kind(Kind::Double) - &mean * &invstd * self.weight.to_kind(Kind::Double)).to_kind(kind).view(view);
+        tch::no_grad(|| {
+            let total = n.double_value(&[]);
+            let m = self.momentum;
+            let unbiased = var.detach() * (total / (total - 1.0).max(1.0));
+            let mut rm = self.running_mean.shallow_clone();
+            let mut rv = self.running_var.shallow_clone();
+            rm.copy_(&(&rm * (1.0 - m) + mean.detach().to_kind(rm.kind()) * m));
+            rv.copy_(&(&rv * (1.0 - m) + unbiased.to_kind(rv.kind()) * m));
+        });
+        x * scale + shift
+    }
+
     /// Elements normalised (see `FlopCount::total` for how they count).
     pub fn elements(s: Shape) -> i64 {
         s.iter().product()
+    }
+}
+
+/// Gloo reduces CPU tensors; NCCL those of this rank's GPU.
+fn comm_device(g: &Group, data: tch::Device) -> tch::Device {
+    match g.backend {
+        crate::dist::Backend::Gloo => tch::Device::Cpu,
+        crate::dist::Backend::Nccl => data,
     }
 }

@@ -9,7 +9,7 @@ use tch::{Tensor, nn};
 use super::config::{FAST, ModelConfig, SLOW};
 use super::fuse::FuseFastToSlow;
 use super::head::Head;
-use super::layers::{BatchNorm3d, Shape};
+use super::layers::{BatchNorm3d, Shape, SyncBn};
 use super::resnet::{BlockSpec, ResBlock};
 use super::stem::Stem;
 use super::ModelError;
@@ -202,6 +202,28 @@ impl SlowFast {
             }
         }
         (x, count)
+    }
+
+    /// Every BatchNorm layer, in forward order.
+    pub fn batch_norms(&self) -> Vec<&BatchNorm3d> {
+        let mut out: Vec<&BatchNorm3d> = self.stem.iter().map(|s| &s.bn).collect();
+        out.extend(self.fuse.iter().take(1).map(|f| &f.bn));
+        for (stage, fuse) in self.stages.iter().zip(self.fuse.iter().skip(1).map(Some).chain(std::iter::repeat(None))) {
+            for block in stage.iter().flatten() {
+                out.extend(block.branch1.as_ref().map(|(_, bn)| bn));
+                let b = &block.branch2;
+                out.extend([&b.a_bn, &b.b_bn, &b.c_bn]);
+            }
+            out.extend(fuse.map(|f| &f.bn));
+        }
+        out
+    }
+
+    /// Makes every BN layer sync-BN over `sync`'s group for training.
+    pub fn set_sync_bn(&self, sync: &SyncBn) {
+        for bn in self.batch_norms() {
+            bn.set_sync(sync.clone());
+        }
     }
 
     /// Compute of one eval forward on clips of the given shapes.

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 pub use model::ModelSection;
 pub use sections::{
-    DataSection, Dataset, DeviceChoice, ListFormat, ListsDataset, LoaderSection, LrPolicy, OptimizingMethod,
-    PreciseBnSection, SolverSection, SyntheticDataset, TestSection, TrainSection,
+    BnSection, DataSection, Dataset, DeviceChoice, DistBackend, DistSection, ListFormat, ListsDataset, LoaderSection,
+    LrPolicy, MixedPrecision, NormType, OptimizingMethod, PreciseBnSection, SolverSection, SyntheticDataset,
+    TestSection, TrainSection,
 };
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,10 @@ pub struct Recipe {
     pub test: TestSection,
     #[serde(default)]
     pub loader: LoaderSection,
+    #[serde(default)]
+    pub bn: BnSection,
+    #[serde(default)]
+    pub dist: DistSection,
     /// The file the recipe was read from, for messages.
     #[serde(skip)]
     pub source: PathBuf,
@@ -103,6 +108,23 @@ impl Recipe {
     /// scaling rule.
     pub fn lr_scale(&self) -> f64 {
         self.train.batch_size as f64 / self.solver.reference_batch_size as f64
+    }
+
+    /// Checks that need the world size, made before any work: the global
+    /// batches split evenly over the processes, and sync-BN groups tile them.
+    pub fn check_world(&self, world: usize) -> Result<(), RecipeError> {
+        let err = |field: &str, why: String| RecipeError::Invalid { path: self.source.clone(), field: field.into(), why };
+        for (field, b) in [("train.batch_size", self.train.batch_size), ("test.batch_size", self.test.batch_size)] {
+            if b % world != 0 {
+                return Err(err(field, format!("{b} is the global batch and must split evenly over the {world} processes")));
+            }
+        }
+        // A run on fewer processes than one group syncs over all of them.
+        let k = self.bn.num_sync_devices.min(world);
+        if self.bn.norm_type == NormType::SyncBatchnorm && world % k != 0 {
+            return Err(err("bn.num_sync_devices", format!("{k} does not divide the {world} processes into whole groups")));
+        }
+        Ok(())
     }
 
     /// The data files the recipe names exist (checked when a run starts,
@@ -247,6 +269,18 @@ impl Recipe {
         }
         if !matches!(self.test.num_spatial_crops, 1 | 3) {
             return bad("test.num_spatial_crops", format!("{}: use 1 (centre) or 3 (PySlowFast's left/centre/right)", self.test.num_spatial_crops));
+        }
+        if self.bn.num_sync_devices == 0 {
+            return bad("bn.num_sync_devices", "must be at least 1".into());
+        }
+        if !(self.dist.timeout_s > 0.0) {
+            return bad("dist.timeout_s", format!("must be positive, got {}", self.dist.timeout_s));
+        }
+        if !(self.dist.bucket_mb > 0.0) {
+            return bad("dist.bucket_mb", format!("must be positive, got {}", self.dist.bucket_mb));
+        }
+        if self.train.mixed_precision == MixedPrecision::Fp16 && self.device == DeviceChoice::Cpu {
+            return bad("train.mixed_precision", "fp16 autocast needs CUDA; use bf16 on CPU".into());
         }
         if self.precise_bn.enabled && self.precise_bn.num_batches == 0 {
             return bad("precise_bn.num_batches", "must be at least 1 when precise BN is enabled".into());

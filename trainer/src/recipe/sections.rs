@@ -225,6 +225,91 @@ pub struct TrainSection {
     /// Pick up the latest checkpoint of the output folder by itself.
     #[serde(default = "default_true")]
     pub auto_resume: bool,
+    /// Autocast for the forward pass (PySlowFast's `TRAIN.MIXED_PRECISION`):
+    /// fp16 with dynamic loss scaling on CUDA, or bf16.
+    #[serde(default)]
+    pub mixed_precision: MixedPrecision,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MixedPrecision {
+    #[default]
+    Off,
+    /// float16 under autocast, loss scaled as torch's GradScaler does (CUDA only).
+    Fp16,
+    /// bfloat16 under autocast; its range needs no loss scaling.
+    Bf16,
+}
+
+/// Normalisation layers (PySlowFast's `BN` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BnSection {
+    #[serde(default)]
+    pub norm_type: NormType,
+    /// Processes whose batches share BN statistics with `sync_batchnorm`
+    /// (`BN.NUM_SYNC_DEVICES`): consecutive ranks in groups of this size.
+    #[serde(default = "one")]
+    pub num_sync_devices: usize,
+}
+
+impl Default for BnSection {
+    fn default() -> Self {
+        BnSection { norm_type: NormType::default(), num_sync_devices: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormType {
+    /// Statistics of each process's own batch (PySlowFast's default).
+    #[default]
+    Batchnorm,
+    /// Statistics over `num_sync_devices` processes' batches together.
+    SyncBatchnorm,
+}
+
+/// Data-parallel training across processes (see `trainer::dist`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistSection {
+    #[serde(default)]
+    pub backend: DistBackend,
+    /// Longest wait of any collective or rendezvous before the run stops
+    /// with an error naming the rank that is missing.
+    #[serde(default = "default_dist_timeout")]
+    pub timeout_s: f64,
+    /// Gradient bucket size of the all-reduce (DDP's `bucket_cap_mb`).
+    #[serde(default = "default_bucket_mb")]
+    pub bucket_mb: f64,
+    /// Start each bucket's all-reduce while backward still runs (DDP's
+    /// Reducer); off: one all-reduce of all gradients after backward.
+    #[serde(default = "default_true")]
+    pub overlap: bool,
+}
+
+impl Default for DistSection {
+    fn default() -> Self {
+        DistSection { backend: DistBackend::Auto, timeout_s: default_dist_timeout(), bucket_mb: default_bucket_mb(), overlap: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistBackend {
+    /// NCCL when training on CUDA, Gloo on CPU.
+    #[default]
+    Auto,
+    Gloo,
+    Nccl,
+}
+
+fn default_dist_timeout() -> f64 {
+    600.0
+}
+fn default_bucket_mb() -> f64 {
+    25.0
 }
 
 fn one() -> usize {

@@ -30,6 +30,10 @@ pub struct TrainState {
     pub model: ModelConfig,
     pub recipe_name: String,
     pub best_val_top1: Option<f64>,
+    /// Dynamic loss scaling of fp16 training (absent otherwise, and in
+    /// checkpoints written before mixed precision existed).
+    #[serde(default)]
+    pub loss_scaler: Option<super::amp::LossScaler>,
 }
 
 pub const FORMAT: u32 = 1;

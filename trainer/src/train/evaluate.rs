@@ -34,8 +34,37 @@ fn hits(probs: &Tensor, labels: &Tensor, k: i64) -> (i64, i64) {
     (top1, topk)
 }
 
+/// What [`validate`] adds up, before dividing: the sums that ranks of a
+/// distributed run add together.
+#[derive(Debug, Clone, Default)]
+pub struct ValSums {
+    pub clips: f64,
+    pub top1: f64,
+    pub top5: f64,
+    pub loss: f64,
+    pub failures: Vec<String>,
+}
+
+impl ValSums {
+    pub fn result(&self) -> ValResult {
+        let d = self.clips.max(1.0);
+        ValResult {
+            top1: self.top1 / d,
+            top5: self.top5 / d,
+            loss: self.loss / d,
+            clips: self.clips as usize,
+            failures: self.failures.clone(),
+        }
+    }
+}
+
 /// Single centre view per sample through the model in eval mode.
 pub fn validate(model: &SlowFast, loader: &Loader, device: Device) -> Result<ValResult, LoaderError> {
+    validate_sums(model, loader, device).map(|s| s.result())
+}
+
+/// [`validate`]'s sums over this process's shard of the loader.
+pub fn validate_sums(model: &SlowFast, loader: &Loader, device: Device) -> Result<ValSums, LoaderError> {
     let (mut n, mut c1, mut c5, mut loss) = (0i64, 0i64, 0i64, 0f64);
     let mut failures = Vec::new();
     for batch in loader.epoch(0) {
@@ -50,8 +79,7 @@ pub fn validate(model: &SlowFast, loader: &Loader, device: Device) -> Result<Val
         c5 += b;
         n += batch.labels.size()[0];
     }
-    let d = n.max(1) as f64;
-    Ok(ValResult { top1: c1 as f64 / d, top5: c5 as f64 / d, loss: loss / d, clips: n as usize, failures })
+    Ok(ValSums { clips: n as f64, top1: c1 as f64, top5: c5 as f64, loss, failures })
 }
 
 #[derive(Debug, Clone, Serialize)]

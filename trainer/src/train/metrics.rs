@@ -60,6 +60,9 @@ impl Metrics {
 pub struct Progress {
     bar: Option<ProgressBar>,
     log_period: usize,
+    /// Where lines go instead of the terminal: the log of a rank other than
+    /// 0, which keeps the terminal for rank 0's progress.
+    log: Option<std::sync::Mutex<std::fs::File>>,
 }
 
 impl Progress {
@@ -71,7 +74,24 @@ impl Progress {
             }
             bar
         });
-        Progress { bar, log_period: log_period.max(1) }
+        Progress { bar, log_period: log_period.max(1), log: None }
+    }
+
+    /// Plain lines appended to `path` (the log of one rank).
+    pub fn to_file(path: &Path, log_period: usize) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Progress { bar: None, log_period: log_period.max(1), log: Some(std::sync::Mutex::new(file)) })
+    }
+
+    fn print(&self, text: &str) {
+        match &self.log {
+            Some(f) => {
+                if let Ok(mut f) = f.lock() {
+                    let _ = writeln!(f, "{text}");
+                }
+            }
+            None => eprintln!("{text}"),
+        }
     }
 
     pub fn start_epoch(&self, epoch: usize, max_epoch: usize, iters: usize) {
@@ -89,7 +109,7 @@ impl Progress {
                 bar.set_message(format!("loss {loss:.4} lr {lr:.5}"));
             }
             None if iter % self.log_period == 0 || iter == iters => {
-                eprintln!("epoch {epoch} iter {iter}/{iters} loss {loss:.4} lr {lr:.6}");
+                self.print(&format!("epoch {epoch} iter {iter}/{iters} loss {loss:.4} lr {lr:.6}"));
             }
             None => {}
         }
@@ -98,7 +118,7 @@ impl Progress {
     pub fn line(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+            None => self.print(text),
         }
     }
 

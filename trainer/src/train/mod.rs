@@ -2,6 +2,7 @@
 //! optional clipping and label smoothing, precise BN before validation,
 //! checkpoints every few epochs, and automatic resume from the latest one.
 
+pub mod amp;
 pub mod checkpoint;
 pub mod evaluate;
 pub mod metrics;
@@ -15,12 +16,16 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use tch::{Kind, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 
 use crate::data::rng::Rng;
-use crate::data::{Failure, Mode};
+use crate::data::{Batch, Failure, Mode, Shard};
+use crate::dist::Dist;
+use crate::dist::ffi::{AutocastDtype, Reducer, autocast};
 use crate::model::SlowFast;
-use crate::recipe::Recipe;
+use crate::model::layers::SyncBn;
+use crate::recipe::{MixedPrecision, NormType, Recipe};
+use amp::LossScaler;
 use checkpoint::{TrainState, FORMAT};
 use metrics::{Metrics, Progress};
 use setup::Which;
@@ -54,13 +59,28 @@ pub fn loss_fn(logits: &Tensor, labels: &Tensor, eps: f64) -> Tensor {
 /// Trains `recipe` into `out`, resuming from `out/checkpoints` when the
 /// recipe allows and a checkpoint is there.
 pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
+    let device = setup::device(recipe.device).map_err(anyhow::Error::msg)?;
+    train_on(recipe, out, device, None)
+}
+
+/// [`train`] as one rank of a data-parallel job when `dist` is given: this
+/// rank reads its shard at its share of the global batch, gradients are
+/// averaged over all ranks, and rank 0 alone writes checkpoints, metrics
+/// and plots (the others log to `out/logs/rank_N.log`).
+pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>) -> anyhow::Result<Summary> {
     let config = recipe.model_config().map_err(|(f, w)| anyhow::anyhow!("{f}: {w}"))?;
     recipe.check_files()?;
-    let device = setup::device(recipe.device).map_err(anyhow::Error::msg)?;
+    let (rank, world) = dist.map_or((0, 1), |d| (d.rank(), d.world()));
+    recipe.check_world(world)?;
+    let main = rank == 0;
+    if recipe.train.mixed_precision == MixedPrecision::Fp16 && !device.is_cuda() {
+        bail!("{}: `train.mixed_precision: fp16` needs CUDA and this run is on the CPU; use bf16", recipe.source.display());
+    }
     if recipe.threads > 0 {
         tch::set_num_threads(recipe.threads);
     }
     let alpha = config.alpha as usize;
+    let shard = Shard { rank, world };
     let train_source = setup::source(recipe, Which::Train)
         .map_err(anyhow::Error::msg)?
         .context("the recipe has no training data")?;
@@ -68,17 +88,26 @@ pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
         bail!("{} training samples are fewer than one batch of {}", train_source.len(), recipe.train.batch_size);
     }
     let val_source = setup::source(recipe, Which::Val).map_err(anyhow::Error::msg)?;
-    let train_loader = setup::loader(recipe, train_source, Mode::Train, alpha);
-    let val_loader = val_source.map(|s| setup::loader(recipe, s, Mode::Val, alpha));
+    let train_loader = setup::loader(recipe, train_source, Mode::Train, alpha, shard);
+    let val_loader = val_source.map(|s| setup::loader(recipe, s, Mode::Val, alpha, shard));
 
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
     let ckpt_dir = out.join("checkpoints");
-    let recipe_yaml = serde_saphyr::to_string(recipe).context("writing the recipe back")?;
-    checkpoint::write_text_atomic(&out.join("recipe.yaml"), &recipe_yaml)?;
+    if main {
+        let recipe_yaml = serde_saphyr::to_string(recipe).context("writing the recipe back")?;
+        checkpoint::write_text_atomic(&out.join("recipe.yaml"), &recipe_yaml)?;
+    }
 
     tch::manual_seed(recipe.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = SlowFast::new(&vs.root(), &config)?;
+    if recipe.bn.norm_type == NormType::SyncBatchnorm {
+        let group = match dist {
+            Some(d) => Some(d.subgroup(recipe.bn.num_sync_devices.min(world), d.group.backend)?),
+            None => None,
+        };
+        model.set_sync_bn(&SyncBn { group });
+    }
     let mut optimizer = Optimizer::new(&vs, &recipe.solver);
 
     let mut state = TrainState {
@@ -90,11 +119,19 @@ pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
         model: config.clone(),
         recipe_name: recipe.name.clone(),
         best_val_top1: None,
+        loss_scaler: None,
     };
     let mut resumed_from = None;
     if recipe.train.auto_resume {
-        if let Some((epoch, paths)) = checkpoint::latest(&ckpt_dir) {
-            let (saved, optim) = checkpoint::read_state(&paths)?;
+        // Rank 0 picks the checkpoint and every rank loads that one.
+        let mut latest = if main { checkpoint::latest(&ckpt_dir).map(|(e, _)| e) } else { None };
+        if let Some(d) = dist {
+            latest = d.agree_on("resume_epoch", latest)?;
+        }
+        if let Some(epoch) = latest {
+            let paths = checkpoint::paths(&ckpt_dir, epoch);
+            let (saved, optim) = checkpoint::read_state(&paths)
+                .with_context(|| format!("rank {rank}: checkpoints must be on a file system every rank sees"))?;
             if saved.model != config {
                 bail!("{}: the checkpoint's model differs from the recipe's; use another --out", paths.state.display());
             }
@@ -107,10 +144,46 @@ pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
             resumed_from = Some(epoch);
         }
     }
-    let mut metrics = Metrics::open(out, state.epoch).with_context(|| format!("{}: metrics", out.display()))?;
-    let progress = Progress::new(recipe.train.log_period);
+    let mut scaler = match recipe.train.mixed_precision {
+        MixedPrecision::Fp16 => Some(state.loss_scaler.unwrap_or_default()),
+        _ => None,
+    };
+    let mut reducer = None;
+    if let Some(d) = dist {
+        // Rank 0's weights everywhere, as DDP's construction does.
+        d.broadcast_vars(&vs).map_err(|e| d.explain(state.global_iter, "the initial broadcast of the weights", &e))?;
+        if recipe.dist.overlap {
+            let mb = 1024.0 * 1024.0;
+            let params = optimizer.params();
+            let r = crate::dist::ffi::Reducer::new(&d.group, &params, mb as i64, (recipe.dist.bucket_mb * mb) as i64)
+                .map_err(|e| anyhow::anyhow!("rank {rank}: DDP's Reducer: {e}"))?;
+            reducer = Some(r);
+        }
+    }
+    let mut metrics = if main {
+        Some(Metrics::open(out, state.epoch).with_context(|| format!("{}: metrics", out.display()))?)
+    } else {
+        None
+    };
+    let progress = if main {
+        Progress::new(recipe.train.log_period)
+    } else {
+        let logs = out.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("{}: cannot create the log folder", logs.display()))?;
+        let path = logs.join(format!("rank_{rank}.log"));
+        Progress::to_file(&path, recipe.train.log_period).with_context(|| format!("{}: cannot open the log", path.display()))?
+    };
     if let Some(e) = resumed_from {
         progress.line(&format!("resuming from {} (epoch {e} done)", ckpt_dir.display()));
+    }
+    if let Some(d) = dist {
+        progress.line(&format!(
+            "rank {rank} of {world} ({}), {:?} backend, {} clips per step here of {} in all",
+            d.launch.source,
+            d.group.backend,
+            train_loader.options().batch_size,
+            recipe.train.batch_size
+        ));
     }
 
     let max_epoch = recipe.solver.max_epoch;
@@ -119,22 +192,62 @@ pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
     let mut skipped_total = 0;
     let mut last_val = None;
     let start = Instant::now();
+    let mut step = Step { recipe, model: &model, optimizer: &mut optimizer, reducer: reducer.as_mut(), scaler: scaler.as_mut(), dist, device };
     while state.epoch < max_epoch {
         let epoch = state.epoch; // 0-based epoch being trained
         progress.start_epoch(epoch + 1, max_epoch, iters);
         let mut failures: Vec<Failure> = Vec::new();
-        model_train_epoch(recipe, &model, &mut optimizer, &train_loader, &mut state, &mut metrics, &progress, &mut failures, scale, iters, device, start)?;
+        for (i, batch) in train_loader.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            failures.extend(batch.failures.iter().cloned());
+            let lr = schedule::lr_at(&recipe.solver, scale, epoch as f64 + i as f64 / iters as f64);
+            let (loss, wrong) = step.run(&batch, state.global_iter, lr).with_context(|| format!("epoch {} iteration {}", epoch + 1, i + 1))?;
+            state.global_iter += 1;
+            state.lr = lr;
+            if let Some(d) = dist {
+                d.heartbeat(state.global_iter);
+            }
+            progress.iteration(epoch + 1, i + 1, iters, loss, lr);
+            if let Some(m) = metrics.as_mut().filter(|_| (i + 1) % recipe.train.log_period == 0 || i + 1 == iters) {
+                let secs = start.elapsed().as_secs_f64();
+                m.record(metrics::train_record(epoch + 1, i + 1, state.global_iter, loss, lr, wrong, secs))?;
+            }
+        }
         state.epoch = epoch + 1;
-        skipped_total += failures.len();
-        report_failures(out, state.epoch, &failures, &mut metrics, &progress)?;
+        state.loss_scaler = step.scaler.as_deref().copied();
+        let failures = match dist {
+            Some(d) => gather_failures(d, state.epoch, &failures)?,
+            None => Some(failures),
+        };
+        if let (Some(failures), Some(m)) = (failures, metrics.as_mut()) {
+            skipped_total += failures.len();
+            report_failures(out, state.epoch, &failures, m, &progress)?;
+        }
 
         let last = state.epoch == max_epoch;
         if state.epoch % recipe.train.eval_period == 0 || last {
+            if let Some(d) = dist {
+                // DDP keeps rank 0's BN buffers; precise BN then averages
+                // each rank's statistics.
+                d.broadcast_buffers(&vs).map_err(|e| d.explain(state.global_iter, "the BN buffer broadcast", &e))?;
+            }
             if recipe.precise_bn.enabled {
                 precise_bn::update_bn_stats(&model, &vs, &train_loader, PRECISE_BN_STREAM + state.epoch as u64, recipe.precise_bn.num_batches)?;
+                if let Some(d) = dist {
+                    d.average_in_place(&precise_bn::running_stats(&vs))
+                        .map_err(|e| d.explain(state.global_iter, "averaging precise BN statistics", &e))?;
+                }
             }
             if let Some(val_loader) = &val_loader {
-                let v = evaluate::validate(&model, val_loader, device)?;
+                let mut sums = evaluate::validate_sums(&model, val_loader, device)?;
+                if let Some(d) = dist {
+                    let mut v = [sums.clips, sums.top1, sums.top5, sums.loss];
+                    d.sum_f64(&mut v).map_err(|e| d.explain(state.global_iter, "summing validation counts", &e))?;
+                    [sums.clips, sums.top1, sums.top5, sums.loss] = v;
+                    let all = d.gather_text(&format!("val_failures/{}", state.epoch), &sums.failures.join("\n"))?;
+                    sums.failures = all.map(|t| t.iter().flat_map(|s| s.lines()).map(str::to_string).collect()).unwrap_or_default();
+                }
+                let v = sums.result();
                 progress.line(&format!(
                     "epoch {} val top-1 {:.2}% top-5 {:.2}% loss {:.4} ({} clips)",
                     state.epoch,
@@ -143,72 +256,143 @@ pub fn train(recipe: &Recipe, out: &Path) -> anyhow::Result<Summary> {
                     v.loss,
                     v.clips
                 ));
-                metrics.record(json!({"kind": "val", "epoch": state.epoch, "top1": v.top1, "top5": v.top5,
-                    "loss": v.loss, "clips": v.clips, "skipped": v.failures}))?;
+                if let Some(m) = metrics.as_mut() {
+                    m.record(json!({"kind": "val", "epoch": state.epoch, "top1": v.top1, "top5": v.top5,
+                        "loss": v.loss, "clips": v.clips, "skipped": v.failures}))?;
+                }
                 state.best_val_top1 = Some(state.best_val_top1.map_or(v.top1, |b: f64| b.max(v.top1)));
                 last_val = Some(v.top1);
             }
         }
-        if state.epoch % recipe.train.checkpoint_period == 0 || last {
-            let p = checkpoint::save(&ckpt_dir, &vs, &optimizer.state(), &state)?;
+        if main && (state.epoch % recipe.train.checkpoint_period == 0 || last) {
+            let p = checkpoint::save(&ckpt_dir, &vs, &step.optimizer.state(), &state)?;
             progress.line(&format!("checkpoint {}", p.weights.display()));
-            if let Err(e) = metrics::plot(out, &metrics.records()) {
-                progress.line(&format!("plots not written: {e}"));
+            if let Some(m) = &metrics {
+                if let Err(e) = metrics::plot(out, &m.records()) {
+                    progress.line(&format!("plots not written: {e}"));
+                }
             }
         }
     }
     progress.finish();
     let final_weights = out.join("weights.safetensors");
-    checkpoint::write_atomic(&final_weights, |tmp| crate::weights::save(&vs, tmp).map_err(|e| e.to_string()))?;
+    if main {
+        checkpoint::write_atomic(&final_weights, |tmp| crate::weights::save(&vs, tmp).map_err(|e| e.to_string()))?;
+    }
     Ok(Summary { epochs: state.epoch, resumed_from, final_weights, val_top1: last_val, skipped_videos: skipped_total })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn model_train_epoch(
-    recipe: &Recipe,
-    model: &SlowFast,
-    optimizer: &mut Optimizer,
-    loader: &crate::data::Loader,
-    state: &mut TrainState,
-    metrics: &mut Metrics,
-    progress: &Progress,
-    failures: &mut Vec<Failure>,
-    scale: f64,
-    iters: usize,
-    device: tch::Device,
-    start: Instant,
-) -> anyhow::Result<()> {
-    let epoch = state.epoch;
-    for (i, batch) in loader.epoch(epoch as u64).enumerate() {
-        let batch = batch?;
-        failures.extend(batch.failures.iter().cloned());
-        let lr = schedule::lr_at(&recipe.solver, scale, epoch as f64 + i as f64 / iters as f64);
+/// One optimisation step and what it needs across steps.
+struct Step<'a> {
+    recipe: &'a Recipe,
+    model: &'a SlowFast,
+    optimizer: &'a mut Optimizer,
+    reducer: Option<&'a mut Reducer>,
+    scaler: Option<&'a mut LossScaler>,
+    dist: Option<&'a Dist>,
+    device: Device,
+}
+
+impl Step<'_> {
+    /// Forward, backward (gradients averaged over the ranks), clipping and
+    /// the update at `lr`; returns the loss and the error rate, averaged
+    /// over the ranks.
+    fn run(&mut self, batch: &Batch, global_iter: u64, lr: f64) -> anyhow::Result<(f64, f64)> {
+        let (recipe, dist) = (self.recipe, self.dist);
+        let explain = |what: &str, e: &dyn std::fmt::Display| -> anyhow::Error {
+            match dist {
+                Some(d) => d.explain(global_iter, what, e).into(),
+                None => anyhow::anyhow!("{what}: {e}"),
+            }
+        };
+        if let Some(r) = self.reducer.as_deref_mut() {
+            r.prepare().map_err(|e| explain("preparing DDP's buckets", &e))?;
+        }
         // Dropout draws from a stream fixed by the step number, so a resumed
         // run drops the same units.
-        tch::manual_seed((Rng::at(recipe.seed, &[DROPOUT_STREAM, state.global_iter]).next_u64() >> 1) as i64);
-        let labels = batch.labels.to_device(device);
-        let logits = model.forward_t(&batch.slow.to_device(device), &batch.fast.to_device(device), true)?;
+        tch::manual_seed((Rng::at(recipe.seed, &[DROPOUT_STREAM, global_iter]).next_u64() >> 1) as i64);
+        let labels = batch.labels.to_device(self.device);
+        let (slow, fast) = (batch.slow.to_device(self.device), batch.fast.to_device(self.device));
+        let forward = || self.model.forward_t(&slow, &fast, true);
+        let logits = match recipe.train.mixed_precision {
+            MixedPrecision::Off => forward(),
+            MixedPrecision::Fp16 => autocast(self.device, AutocastDtype::Float16, forward)?,
+            MixedPrecision::Bf16 => autocast(self.device, AutocastDtype::BFloat16, forward)?,
+        }
+        .map_err(|e| explain("the forward pass", &e))?
+        .to_kind(Kind::Float);
         let loss = loss_fn(&logits, &labels, recipe.solver.label_smoothing);
-        let loss_value = loss.double_value(&[]);
-        if !loss_value.is_finite() {
-            bail!("epoch {} iteration {}: the loss is {loss_value}; lower solver.base_lr or set solver.clip_grad_norm", epoch + 1, i + 1);
+        self.optimizer.zero_grad();
+        let scaled = match self.scaler.as_deref() {
+            Some(s) => &loss * s.scale,
+            None => loss.shallow_clone(),
+        };
+        scaled.f_backward().map_err(|e| explain("backward (gradient all-reduce)", &e))?;
+        if let (Some(d), None) = (self.dist, self.reducer.as_deref()) {
+            all_reduce_flat(d, &self.optimizer.grads()).map_err(|e| explain("the gradient all-reduce", &e))?;
         }
-        optimizer.zero_grad();
-        loss.backward();
-        if let Some(max) = recipe.solver.clip_grad_norm {
-            optimizer.clip_grad_norm(max);
-        }
-        optimizer.step(lr);
-        state.global_iter += 1;
-        state.lr = lr;
         let wrong = logits.argmax(1, false).ne_tensor(&labels).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
-        progress.iteration(epoch + 1, i + 1, iters, loss_value, lr);
-        if (i + 1) % recipe.train.log_period == 0 || i + 1 == iters {
-            let secs = start.elapsed().as_secs_f64();
-            metrics.record(metrics::train_record(epoch + 1, i + 1, state.global_iter, loss_value, lr, wrong, secs))?;
+        let mut stats = [loss.double_value(&[]), wrong];
+        if let Some(d) = self.dist {
+            d.sum_f64(&mut stats).map_err(|e| explain("summing the loss", &e))?;
+            stats = stats.map(|v| v / d.world() as f64);
         }
+        let finite = match self.scaler.as_deref() {
+            Some(s) => s.unscale(&self.optimizer.grads()),
+            None => {
+                if !stats[0].is_finite() {
+                    bail!("the loss is {}; lower solver.base_lr or set solver.clip_grad_norm", stats[0]);
+                }
+                true
+            }
+        };
+        if finite {
+            if let Some(max) = recipe.solver.clip_grad_norm {
+                self.optimizer.clip_grad_norm(max);
+            }
+            self.optimizer.step(lr);
+        }
+        if let Some(s) = self.scaler.as_deref_mut() {
+            s.update(!finite);
+        }
+        Ok((stats[0], stats[1]))
     }
-    Ok(())
+}
+
+/// Gradients averaged over the ranks after backward, in one flat
+/// all-reduce: the `dist.overlap: false` path, which the benchmark holds
+/// against DDP's Reducer.
+fn all_reduce_flat(d: &Dist, grads: &[Tensor]) -> Result<(), crate::dist::C10dError> {
+    if grads.is_empty() {
+        return Ok(());
+    }
+    tch::no_grad(|| {
+        let flat = Tensor::cat(&grads.iter().map(|g| g.view(-1)).collect::<Vec<_>>(), 0).to_device(d.device);
+        d.group.all_reduce_sum(&[&flat])?;
+        let flat = flat.to_device(grads[0].device()) / d.world() as f64;
+        let mut offset = 0;
+        for g in grads {
+            let n = g.numel() as i64;
+            let mut g = g.shallow_clone();
+            g.copy_(&flat.narrow(0, offset, n).view_as(&g));
+            offset += n;
+        }
+        Ok(())
+    })
+}
+
+/// Every rank's unreadable videos of `epoch`, for rank 0 to report.
+fn gather_failures(d: &Dist, epoch: usize, failures: &[Failure]) -> anyhow::Result<Option<Vec<Failure>>> {
+    let text: String = failures.iter().map(|f| format!("{}\t{}\n", f.name, f.why.replace('\n', " "))).collect();
+    let all = d.gather_text(&format!("failures/{epoch}"), &text)?;
+    Ok(all.map(|texts| {
+        texts
+            .iter()
+            .flat_map(|t| t.lines())
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(name, why)| Failure { name: name.to_string(), why: why.to_string() })
+            .collect()
+    }))
 }
 
 /// The epoch's unreadable videos: counted in the metrics and listed in

@@ -80,6 +80,17 @@ impl Optimizer {
         self.params.iter().filter(|p| p.weight_decay == 0.0).map(|p| p.name.as_str()).collect()
     }
 
+    /// The defined gradients, in parameter order (shallow: writes to them
+    /// change the gradients).
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect()
+    }
+
+    /// The parameters being optimised, in name order.
+    pub fn params(&self) -> Vec<&Tensor> {
+        self.params.iter().map(|p| &p.tensor).collect()
+    }
+
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             p.tensor.zero_grad();

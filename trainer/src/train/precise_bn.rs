@@ -70,3 +70,10 @@ pub fn update_bn_stats(
     }
     Ok(used)
 }
+
+/// Every BN layer's running mean and variance (shallow), in name order:
+/// what data-parallel ranks average after their own precise-BN passes.
+pub fn running_stats(vs: &nn::VarStore) -> Vec<Tensor> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    vars.into_iter().filter(|(n, _)| n.ends_with(".running_mean") || n.ends_with(".running_var")).map(|(_, t)| t).collect()
+}

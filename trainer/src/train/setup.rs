@@ -7,7 +7,7 @@ use tch::Device;
 
 use crate::data::list::read_list;
 use crate::data::source::Temporal;
-use crate::data::{Loader, LoaderOptions, Mode, Source};
+use crate::data::{Loader, LoaderOptions, Mode, Shard, Source};
 use crate::recipe::{Dataset, DeviceChoice, Recipe};
 use crate::synth::{Split, SynthSpec};
 
@@ -68,12 +68,15 @@ pub fn normalize(recipe: &Recipe) -> Normalization {
     Normalization { mean: recipe.data.mean.map(|v| v as f32), std: recipe.data.std.map(|v| v as f32) }
 }
 
-pub fn loader(recipe: &Recipe, source: Source, mode: Mode, alpha: usize) -> Loader {
+/// The loader of one split for this process: `shard` of every epoch, at
+/// its share of the recipe's global batch.
+pub fn loader(recipe: &Recipe, source: Source, mode: Mode, alpha: usize, shard: Shard) -> Loader {
     let d = &recipe.data;
-    let batch_size = match mode {
+    let global = match mode {
         Mode::Train => recipe.train.batch_size,
         Mode::Val => recipe.test.batch_size,
     };
+    let batch_size = (global / shard.world.max(1)).max(1);
     Loader::new(
         source,
         LoaderOptions {
@@ -89,6 +92,7 @@ pub fn loader(recipe: &Recipe, source: Source, mode: Mode, alpha: usize) -> Load
             flip: d.random_flip,
             normalize: normalize(recipe),
             alpha,
+            shard,
         },
     )
 }
