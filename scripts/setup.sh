@@ -2,7 +2,8 @@
 # One idempotent set-up step shared by the README commands and CI.
 #
 # Installs, on a Debian 12 machine as root:
-#   - GStreamer 1.22 development files and plugins (Debian packages),
+#   - GStreamer 1.22 development files and plugins (Debian packages), and
+#     Gloo's headers for the trainer's c10d shim (libgloo-dev),
 #   - libtorch 2.11.0 (the pair of tch 0.24) from the PyPI `torch` wheel,
 #   - the ONNX Runtime shared library from the PyPI `onnxruntime` wheel,
 # into a cache outside the checkout, then links them under `.deps/` where
@@ -26,7 +27,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 debs=(pkg-config python3 python3-pip python3-venv ca-certificates
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  g++ libgloo-dev)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
