@@ -30,6 +30,12 @@ fn main() {
         .define("USE_C10D_GLOO", None);
     if std::env::var_os("CARGO_FEATURE_NCCL").is_some() {
         build.define("SLOWFAST_NCCL", None).define("USE_C10D_NCCL", None);
+        // ProcessGroupNCCL.hpp pulls in CUDA's, cuBLAS', cuSPARSE's and
+        // NCCL's headers: a full `torch` wheel install has them beside
+        // torch/ in nvidia/*/include; a CUDA toolkit in /usr/local/cuda.
+        for dir in cuda_include_dirs(&root) {
+            build.include(dir);
+        }
     }
     build.compile("slowfast_c10d");
     println!("cargo:rustc-link-search=native={}", lib.display());
@@ -39,4 +45,25 @@ fn main() {
     }
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
+}
+
+fn cuda_include_dirs(torch: &std::path::Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(site) = torch.parent() {
+        if let Ok(entries) = std::fs::read_dir(site.join("nvidia")) {
+            for e in entries.flatten() {
+                for sub in ["include", "cu13/include", "cu12/include"] {
+                    let d = e.path().join(sub);
+                    if d.is_dir() {
+                        dirs.push(d);
+                    }
+                }
+            }
+        }
+    }
+    let toolkit = PathBuf::from(std::env::var("CUDA_HOME").unwrap_or_else(|_| "/usr/local/cuda".into())).join("include");
+    if toolkit.is_dir() {
+        dirs.push(toolkit);
+    }
+    dirs
 }

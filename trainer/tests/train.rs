@@ -201,3 +201,36 @@ fn adamw_steps_like_torch_adamw() {
     }
     assert_same_weights(&vs_a, &vs_b, 1e-6, "after a resume");
 }
+
+#[test]
+fn bf16_autocast_trains_on_the_cpu_and_fp16_there_is_refused() {
+    // Autocast is on inside the region only.
+    use trainer::dist::ffi::{AutocastDtype, autocast};
+    let (x, w) = (Tensor::randn([1, 2, 3, 4, 4], (Kind::Float, Device::Cpu)), Tensor::randn([2, 2, 1, 1, 1], (Kind::Float, Device::Cpu)));
+    let conv = || x.conv3d(&w, None::<Tensor>, [1, 1, 1], [0, 0, 0], [1, 1, 1], 1);
+    assert_eq!(autocast(Device::Cpu, AutocastDtype::BFloat16, conv).unwrap().kind(), Kind::BFloat16);
+    assert_eq!(conv().kind(), Kind::Float);
+    // bf16 forward (autocast on the CPU), fp32 loss, weights and update.
+    let mut r = tiny_recipe("");
+    r.solver.max_epoch = 1;
+    r.train.mixed_precision = trainer::recipe::MixedPrecision::Bf16;
+    let out = tempfile::tempdir().unwrap();
+    trainer::train::train(&r, out.path()).unwrap();
+    let records = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = records
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 5);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    let w = trainer::weights::read(&out.path().join("weights.safetensors")).unwrap();
+    assert!(w.values().filter(|t| t.is_floating_point()).all(|t| t.kind() == Kind::Float), "weights stay fp32");
+
+    let text = "seed: 3\ndevice: cpu\nmodel: { arch: slowfast_8x8_r50, num_classes: 11 }\n\
+data: { dataset: { synthetic: { train: 22, val: 11, size: 320 } } }\n\
+solver: { base_lr: 0.1, max_epoch: 1 }\ntrain: { batch_size: 4, mixed_precision: fp16 }\ntest: {}\n";
+    let e = Recipe::parse(text, Path::new("r.yaml")).unwrap_err().to_string();
+    assert!(e.contains("train.mixed_precision") && e.contains("needs CUDA"), "{e}");
+}

@@ -1,6 +1,7 @@
 //! Command-line front end: one module per subcommand.
 
 mod bench;
+mod bench_dist;
 #[cfg(feature = "video")]
 mod bench_loader;
 mod bench_train;
@@ -37,6 +38,8 @@ enum Command {
     BenchLoader(bench_loader::Args),
     /// Training step time (forward, backward, SGD) on CPU, beside PyTorch in the same run.
     BenchTrain(bench_train::Args),
+    /// Gradient all-reduce and data-parallel step time (2 processes against 1), beside PyTorch DDP.
+    BenchDist(bench_dist::Args),
     /// Write the network as an ONNX model (opset 17) that describes itself.
     Export(export::Args),
     /// Train a recipe; rerunning the same command resumes from the latest checkpoint.
@@ -62,6 +65,7 @@ pub fn run() -> anyhow::Result<()> {
         #[cfg(feature = "video")]
         Command::BenchLoader(a) => bench_loader::run(a),
         Command::BenchTrain(a) => bench_train::run(a),
+        Command::BenchDist(a) => bench_dist::run(a),
         Command::Export(a) => export::run(a),
         Command::Train(a) => train::run(a),
         Command::Test(a) => test::run(a),
