@@ -150,6 +150,22 @@ fn signal(pid: i32, sig: &str) {
 }
 
 #[test]
+fn the_multi_view_test_gathers_every_video_from_every_rank() {
+    let b = baseline();
+    let test = |extra: &[&str], report: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_trainer"));
+        c.arg("test").arg("--config").arg(&b.recipe).arg("--out").arg(&b.two).arg("--report").arg(b.two.join(report)).args(extra);
+        ok(c.output().unwrap());
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(b.two.join(report)).unwrap()).unwrap()
+    };
+    let (one, two) = (test(&[], "one.json"), test(&["--nproc-per-node", "2"], "two.json"));
+    assert_eq!(one["videos"], 11);
+    for key in ["videos", "views_per_video", "top1", "top5", "confusion_matrix", "per_class"] {
+        assert_eq!(one[key], two[key], "{key}");
+    }
+}
+
+#[test]
 fn a_killed_rank_stops_the_job_by_name_and_a_rerun_resumes_exactly() {
     let b = baseline();
     let out = b.recipe.with_file_name("killed");

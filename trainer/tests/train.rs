@@ -172,6 +172,7 @@ fn tiny_run_writes_checkpoints_metrics_plots_and_tests() {
         normalize: setup::normalize(&r),
         alpha: 4,
         workers: 2,
+        shard: Default::default(),
     };
     let t = test_multiview(&model, &source, &setup_, &names, Device::Cpu, |_, _| {});
     assert_eq!((t.videos, t.views_per_video), (11, 6));

@@ -1,12 +1,16 @@
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use tch::nn;
+use tch::{Kind, Tensor, nn};
 use trainer::data::Source;
 use trainer::model::SlowFast;
 use trainer::recipe::{Dataset, Recipe};
-use trainer::train::evaluate::{TestSetup, test_multiview};
+use trainer::data::{Failure, Shard};
+use trainer::dist::Dist;
+use trainer::train::evaluate::{TestSetup, multiview_probs, summarise};
 use trainer::train::setup::{self, Which};
 use trainer::weights::{self, LoadMode};
 
@@ -27,13 +31,27 @@ pub struct Args {
     /// Where the JSON report goes [default: <out>/test.json].
     #[arg(long)]
     report: Option<PathBuf>,
+    #[command(flatten)]
+    launch: super::train::LaunchArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let recipe = Recipe::load(&a.config)?;
     let config = recipe.model_config().map_err(|(f, w)| anyhow::anyhow!("{f}: {w}"))?;
     recipe.check_files()?;
+    let mut worker: Vec<OsString> = vec!["test".into(), "--config".into(), a.config.clone().into(), "--out".into(), a.out.clone().into()];
+    for (flag, value) in [("--weights", &a.weights), ("--labels", &a.labels), ("--report", &a.report)] {
+        if let Some(v) = value {
+            worker.extend([flag.into(), v.clone().into()]);
+        }
+    }
+    if a.launch.start_workers(&recipe, &worker)? {
+        return Ok(());
+    }
     let device = setup::device(recipe.device).map_err(anyhow::Error::msg)?;
+    let dist = super::train::join(&recipe, device, None)?;
+    let device = dist.as_ref().map_or(device, |(_, d)| *d);
+    let dist = dist.map(|(d, _)| d);
     if recipe.threads > 0 {
         tch::set_num_threads(recipe.threads);
     }
@@ -59,12 +77,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         normalize: setup::normalize(&recipe),
         alpha: config.alpha as usize,
         workers: recipe.loader.workers,
+        shard: dist.as_ref().map_or(Shard::default(), |d| Shard { rank: d.rank(), world: d.world() }),
     };
-    let r = test_multiview(&model, &source, &test_setup, &names, device, |done, n| {
+    let (mut probs, mut skipped) = multiview_probs(&model, &source, &test_setup, device, |done, n| {
         if done % 50 == 0 || done == n {
             eprintln!("tested {done}/{n} videos");
         }
     });
+    if let Some(d) = &dist {
+        match gather(d, source.len(), config.num_classes, &probs, &skipped)? {
+            Some((all, all_skipped)) => (probs, skipped) = (all, all_skipped),
+            None => return Ok(()),
+        }
+    }
+    let mut r = summarise(&probs, skipped, &source, &names, config.num_classes as usize);
+    r.views_per_video = t.num_ensemble_views * t.num_spatial_crops;
     println!(
         "{} videos x {} views: top-1 {:.2}%, top-5 {:.2}%",
         r.videos,
@@ -85,4 +112,38 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::write(&report, serde_json::to_string_pretty(&r)?).with_context(|| format!("{}", report.display()))?;
     println!("report: {}", report.display());
     Ok(())
+}
+
+/// Every rank's summed softmax rows and skipped videos, for rank 0 (the
+/// others get `None`): rows go through one all-reduce of an `[N, C]` table
+/// (each video is some rank's alone), skipped videos through the store.
+fn gather(
+    d: &Dist,
+    n: usize,
+    classes: i64,
+    probs: &BTreeMap<usize, Tensor>,
+    skipped: &[Failure],
+) -> anyhow::Result<Option<(BTreeMap<usize, Tensor>, Vec<Failure>)>> {
+    let table = Tensor::zeros([n as i64, classes + 1], (Kind::Double, tch::Device::Cpu));
+    for (&i, p) in probs {
+        let row = table.get(i as i64);
+        row.narrow(0, 0, classes).copy_(&p.to_kind(Kind::Double).to_device(tch::Device::Cpu));
+        let _ = row.narrow(0, classes, 1).fill_(1.0);
+    }
+    let table = table.to_device(d.device);
+    d.group.all_reduce_sum(&[&table]).map_err(|e| d.explain(0, "gathering test predictions", &e))?;
+    let text: String = skipped.iter().map(|f| format!("{}\t{}\n", f.name, f.why.replace('\n', " "))).collect();
+    let Some(texts) = d.gather_text("test_skipped", &text)? else { return Ok(None) };
+    let table = table.to_device(tch::Device::Cpu);
+    let all = (0..n)
+        .filter(|&i| table.double_value(&[i as i64, classes]) > 0.0)
+        .map(|i| (i, table.get(i as i64).narrow(0, 0, classes).to_kind(Kind::Float)))
+        .collect();
+    let skipped = texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(name, why)| Failure { name: name.into(), why: why.into() })
+        .collect();
+    Ok(Some((all, skipped)))
 }

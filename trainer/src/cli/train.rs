@@ -18,26 +18,8 @@ pub struct Args {
     /// resumes from its latest checkpoint.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Start this many workers on this machine and watch them (torchrun's
-    /// contract, no Python); each takes its share of `train.batch_size`.
-    #[arg(long)]
-    nproc_per_node: Option<usize>,
-    /// Machines in the job (with --nproc-per-node).
-    #[arg(long, default_value_t = 1)]
-    nnodes: usize,
-    /// This machine's index among --nnodes; node 0 hosts the rendezvous.
-    #[arg(long, default_value_t = 0)]
-    node_rank: usize,
-    /// Address of node 0, where workers meet.
-    #[arg(long, default_value = "127.0.0.1")]
-    master_addr: String,
-    /// Port of the rendezvous on node 0 [default: a free one with one node].
-    #[arg(long)]
-    master_port: Option<u16>,
-    /// Restart every worker this many times after a failure; the restarted
-    /// job resumes from its last checkpoint (one node).
-    #[arg(long, default_value_t = 0)]
-    max_restarts: u32,
+    #[command(flatten)]
+    launch: LaunchArgs,
     /// Collective backend, overriding the recipe's `dist.backend`.
     #[arg(long, value_parser = ["auto", "gloo", "nccl"])]
     dist_backend: Option<String>,
@@ -48,40 +30,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(a.config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default())
     });
-    if let Some(n) = a.nproc_per_node {
-        // Refuse what no worker could run before starting any.
-        recipe.check_world(n * a.nnodes)?;
-        let mut worker: Vec<OsString> = vec!["train".into(), "--config".into(), a.config.clone().into(), "--out".into(), out.clone().into()];
-        if let Some(b) = &a.dist_backend {
-            worker.extend(["--dist-backend".into(), b.into()]);
-        }
-        let opts = launcher::Options {
-            nproc_per_node: n,
-            nnodes: a.nnodes,
-            node_rank: a.node_rank,
-            master_addr: a.master_addr.clone(),
-            master_port: a.master_port,
-            max_restarts: a.max_restarts,
-            grace: Duration::from_secs_f64(recipe.dist.timeout_s.min(30.0)),
-            store_timeout: Duration::from_secs_f64(recipe.dist.timeout_s),
-        };
-        return launcher::run(&opts, &worker);
+    let mut worker: Vec<OsString> = vec!["train".into(), "--config".into(), a.config.clone().into(), "--out".into(), out.clone().into()];
+    if let Some(b) = &a.dist_backend {
+        worker.extend(["--dist-backend".into(), b.into()]);
     }
-    let launch = Launch::from_env().map_err(anyhow::Error::msg)?;
+    if a.launch.start_workers(&recipe, &worker)? {
+        return Ok(());
+    }
     let device = setup::device(recipe.device).map_err(anyhow::Error::msg)?;
-    let s = match launch.filter(|l| l.world_size > 1) {
+    let s = match join(&recipe, device, a.dist_backend.as_deref())? {
         None => trainer::train::train_on(&recipe, &out, device, None)?,
-        Some(launch) => {
-            let rank = launch.rank;
-            let device = rank_device(device, launch.local_rank)?;
-            let backend = match a.dist_backend.as_deref().map(parse_backend).unwrap_or(recipe.dist.backend) {
-                DistBackend::Auto if device.is_cuda() => Backend::Nccl,
-                DistBackend::Auto | DistBackend::Gloo => Backend::Gloo,
-                DistBackend::Nccl => Backend::Nccl,
-            };
-            let timeout = Duration::from_secs_f64(recipe.dist.timeout_s);
-            let d = Dist::init(launch, backend, timeout, device)?;
-            let result = check_recipe(&d, &recipe).and_then(|()| trainer::train::train_on(&recipe, &out, device, Some(&d)));
+        Some((d, device)) => {
+            let rank = d.rank();
+            let result = trainer::train::train_on(&recipe, &out, device, Some(&d));
             match result {
                 Ok(s) if d.is_main() => s,
                 Ok(_) => return Ok(()),
@@ -103,6 +64,72 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("unreadable videos skipped: {}", s.skipped_videos);
     println!("weights: {}", s.final_weights.display());
     Ok(())
+}
+
+/// How a job of several processes starts (shared by `train` and `test`).
+#[derive(ClapArgs)]
+pub struct LaunchArgs {
+    /// Start this many workers on this machine and watch them (torchrun's
+    /// contract, no Python); each takes its share of `train.batch_size`.
+    #[arg(long)]
+    nproc_per_node: Option<usize>,
+    /// Machines in the job (with --nproc-per-node).
+    #[arg(long, default_value_t = 1)]
+    nnodes: usize,
+    /// This machine's index among --nnodes; node 0 hosts the rendezvous.
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// Address of node 0, where workers meet.
+    #[arg(long, default_value = "127.0.0.1")]
+    master_addr: String,
+    /// Port of the rendezvous on node 0 [default: a free one with one node].
+    #[arg(long)]
+    master_port: Option<u16>,
+    /// Restart every worker this many times after a failure; the restarted
+    /// job resumes from its last checkpoint (one node).
+    #[arg(long, default_value_t = 0)]
+    max_restarts: u32,
+}
+
+impl LaunchArgs {
+    /// With `--nproc-per-node`: starts and watches the workers (each runs
+    /// `worker`) and returns true once they are done.
+    pub fn start_workers(&self, recipe: &Recipe, worker: &[OsString]) -> anyhow::Result<bool> {
+        let Some(n) = self.nproc_per_node else { return Ok(false) };
+        // Refuse what no worker could run before starting any.
+        recipe.check_world(n * self.nnodes)?;
+        let opts = launcher::Options {
+            nproc_per_node: n,
+            nnodes: self.nnodes,
+            node_rank: self.node_rank,
+            master_addr: self.master_addr.clone(),
+            master_port: self.master_port,
+            max_restarts: self.max_restarts,
+            grace: Duration::from_secs_f64(recipe.dist.timeout_s.min(30.0)),
+            store_timeout: Duration::from_secs_f64(recipe.dist.timeout_s),
+        };
+        launcher::run(&opts, worker)?;
+        Ok(true)
+    }
+}
+
+/// Joins the job the environment describes, if any (launched by
+/// `--nproc-per-node`, torchrun or Slurm): this rank's connection and
+/// device, after every rank is seen to run the same recipe.
+pub fn join(recipe: &Recipe, device: tch::Device, backend: Option<&str>) -> anyhow::Result<Option<(Dist, tch::Device)>> {
+    let Some(launch) = Launch::from_env().map_err(anyhow::Error::msg)?.filter(|l| l.world_size > 1) else { return Ok(None) };
+    let device = rank_device(device, launch.local_rank)?;
+    let backend = match backend.map(parse_backend).unwrap_or(recipe.dist.backend) {
+        DistBackend::Auto if device.is_cuda() => Backend::Nccl,
+        DistBackend::Auto | DistBackend::Gloo => Backend::Gloo,
+        DistBackend::Nccl => Backend::Nccl,
+    };
+    let d = Dist::init(launch, backend, Duration::from_secs_f64(recipe.dist.timeout_s), device)?;
+    if let Err(e) = check_recipe(&d, recipe) {
+        d.report_error(&format!("{e:#}"));
+        return Err(e);
+    }
+    Ok(Some((d, device)))
 }
 
 /// One GPU per local rank on CUDA, as torchrun jobs expect.

@@ -119,6 +119,8 @@ pub struct TestSetup {
     pub normalize: Normalization,
     pub alpha: usize,
     pub workers: usize,
+    /// This process's videos: `rank, rank + world, ...`.
+    pub shard: crate::data::Shard,
 }
 
 /// PySlowFast's multi-view test: every video decoded once, cut into
@@ -130,10 +132,25 @@ pub fn test_multiview(
     setup: &TestSetup,
     class_names: &[String],
     device: Device,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> TestResult {
-    let n = source.len();
-    let classes = model.config.num_classes as usize;
+    let (probs, skipped) = multiview_probs(model, source, setup, device, progress);
+    let mut r = summarise(&probs, skipped, source, class_names, model.config.num_classes as usize);
+    r.views_per_video = setup.views * setup.crops;
+    r
+}
+
+/// The summed softmax of every view of each video of this process's
+/// shard, by video number, and the videos skipped.
+pub fn multiview_probs(
+    model: &SlowFast,
+    source: &Source,
+    setup: &TestSetup,
+    device: Device,
+    mut progress: impl FnMut(usize, usize),
+) -> (BTreeMap<usize, Tensor>, Vec<Failure>) {
+    let mine: Vec<usize> = (setup.shard.rank..source.len()).step_by(setup.shard.world.max(1)).collect();
+    let n = mine.len();
     let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<Vec<Tensor>, Failure>)>(setup.workers.max(1) * 2);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut video_probs: BTreeMap<usize, Tensor> = BTreeMap::new();
@@ -141,13 +158,11 @@ pub fn test_multiview(
     std::thread::scope(|scope| {
         for _ in 0..setup.workers.max(1) {
             let tx = tx.clone();
-            let next = &next;
+            let (next, mine) = (&next, &mine);
             scope.spawn(move || {
                 loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    if i >= n {
-                        break;
-                    }
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(&i) = mine.get(k) else { break };
                     if tx.send((i, views_of(source, setup, i))).is_err() {
                         break;
                     }
@@ -194,10 +209,20 @@ pub fn test_multiview(
         }
         run(&mut queue, &mut video_probs);
     });
+    (video_probs, skipped)
+}
 
+/// Top-1/top-5, per-class accuracy and confusions of summed softmax rows.
+pub fn summarise(
+    video_probs: &BTreeMap<usize, Tensor>,
+    skipped: Vec<Failure>,
+    source: &Source,
+    class_names: &[String],
+    classes: usize,
+) -> TestResult {
     let mut matrix = vec![vec![0usize; classes]; classes];
     let (mut top1, mut top5) = (0usize, 0usize);
-    for (&i, probs) in &video_probs {
+    for (&i, probs) in video_probs {
         let truth = source.label(i);
         let labels = Tensor::from_slice(&[truth as i64]);
         let (a, b) = hits(&probs.unsqueeze(0), &labels, 5);
@@ -225,7 +250,7 @@ pub fn test_multiview(
     let d = videos.max(1) as f64;
     TestResult {
         videos,
-        views_per_video: setup.views * setup.crops,
+        views_per_video: 0,
         top1: top1 as f64 / d,
         top5: top5 as f64 / d,
         per_class,
