@@ -148,3 +148,40 @@ fn missing_file_is_named() {
     let e = Recipe::load(Path::new("/nonexistent/recipe.yaml")).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/recipe.yaml"), "{e}");
 }
+
+#[test]
+fn devices_are_spelt_as_torch_spells_them() {
+    use trainer::recipe::DeviceChoice;
+    for (text, want) in [
+        ("auto", DeviceChoice::Auto),
+        ("cpu", DeviceChoice::Cpu),
+        ("cuda", DeviceChoice::Cuda(0)),
+        ("cuda:1", DeviceChoice::Cuda(1)),
+        ("{ cuda: 2 }", DeviceChoice::Cuda(2)),
+    ] {
+        let r = parse(&format!("device: {text}\n{MINIMAL}")).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(r.device, want, "{text}");
+        // The recipe written back into a run folder reads the same.
+        let again = Recipe::parse(&serde_saphyr::to_string(&r).unwrap(), Path::new("/r.yaml")).unwrap();
+        assert_eq!(again.device, want);
+    }
+    let e = parse(&format!("device: gpu\n{MINIMAL}")).unwrap_err().to_string();
+    assert!(e.contains("/recipes/bad.yaml") && e.contains("device \"gpu\": use auto, cpu, cuda or cuda:N"), "{e}");
+    assert!(e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn distributed_settings_are_checked_against_the_world() {
+    let r = parse(&format!("{MINIMAL}bn: {{ norm_type: sync_batchnorm, num_sync_devices: 4 }}\n")).unwrap();
+    assert!(r.check_world(1).is_ok() && r.check_world(4).is_ok());
+    let e = r.check_world(3).unwrap_err().to_string();
+    assert!(e.contains("train.batch_size"), "{e}");
+    let twelve = MINIMAL.replace("batch_size: 4", "batch_size: 12").replace("test:\n", "test:\n  batch_size: 12\n");
+    let r = parse(&format!("{twelve}bn: {{ norm_type: sync_batchnorm, num_sync_devices: 4 }}\n")).unwrap();
+    let e = r.check_world(6).unwrap_err().to_string();
+    assert!(e.contains("`bn.num_sync_devices`: 4 does not divide the 6 processes"), "{e}");
+    let e = parse(&format!("{MINIMAL}dist: {{ timeout_s: 0 }}\n")).unwrap_err().to_string();
+    assert!(e.contains("dist.timeout_s"), "{e}");
+    let e = parse(&format!("{MINIMAL}dist: {{ bakend: gloo }}\n")).unwrap_err().to_string();
+    assert!(e.contains("bakend"), "{e}");
+}

@@ -5,15 +5,44 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Where the network runs.
+/// Where the network runs: `auto`, `cpu`, `cuda` (the first GPU),
+/// `cuda:N` or `{ cuda: N }`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", try_from = "DeviceSpec")]
 pub enum DeviceChoice {
     /// The first CUDA device when there is one, else the CPU.
     #[default]
     Auto,
     Cpu,
     Cuda(i64),
+}
+
+/// The spellings of a device a recipe may use.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DeviceSpec {
+    Name(String),
+    Cuda { cuda: i64 },
+}
+
+impl TryFrom<DeviceSpec> for DeviceChoice {
+    type Error = String;
+
+    fn try_from(d: DeviceSpec) -> Result<Self, String> {
+        match d {
+            DeviceSpec::Cuda { cuda } => Ok(DeviceChoice::Cuda(cuda)),
+            DeviceSpec::Name(name) => match name.as_str() {
+                "auto" => Ok(DeviceChoice::Auto),
+                "cpu" => Ok(DeviceChoice::Cpu),
+                "cuda" => Ok(DeviceChoice::Cuda(0)),
+                other => other
+                    .strip_prefix("cuda:")
+                    .and_then(|i| i.parse::<i64>().ok())
+                    .map(DeviceChoice::Cuda)
+                    .ok_or_else(|| format!("device {other:?}: use auto, cpu, cuda or cuda:N")),
+            },
+        }
+    }
 }
 
 /// Video lists on disk (PaddleVideo / mmaction2 `path label` lines, or
