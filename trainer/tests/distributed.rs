@@ -174,7 +174,7 @@ fn a_killed_rank_stops_the_job_by_name_and_a_rerun_resumes_exactly() {
     let killed = Instant::now();
     let status = child.wait().unwrap();
     assert!(!status.success());
-    assert!(killed.elapsed() < Duration::from_secs(20), "the job took {:?} to stop", killed.elapsed());
+    assert!(killed.elapsed() < Duration::from_secs(30), "the job took {:?} to stop", killed.elapsed());
     let err = std::fs::read_to_string(&err_path).unwrap();
     assert!(err.contains("error: worker rank 1 (pid") && err.contains("was killed (SIGKILL)"), "{err}");
     // Rank 0's own error says which rank is gone.
@@ -204,7 +204,7 @@ fn max_restarts_restarts_every_worker_from_the_last_checkpoint() {
 fn a_hanging_rank_ends_in_the_collective_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("hang.yaml");
-    std::fs::write(&recipe, RECIPE.replace("timeout_s: 20", "timeout_s: 4")).unwrap();
+    std::fs::write(&recipe, RECIPE.replace("timeout_s: 20", "timeout_s: 8")).unwrap();
     let out = dir.path().join("hang");
     let (mut child, err_path) = start_and_wait_for_epoch_2(&recipe, &out, &[]);
     let pid = worker_pid(&err_path, 1).unwrap();
@@ -212,8 +212,8 @@ fn a_hanging_rank_ends_in_the_collective_timeout() {
     let stopped = Instant::now();
     let status = child.wait().unwrap();
     assert!(!status.success());
-    // 4 s for the collective, 4 s of grace before the launcher kills rank 1.
-    assert!(stopped.elapsed() < Duration::from_secs(30), "took {:?}", stopped.elapsed());
+    // 8 s for the collective, 8 s of grace before the launcher kills rank 1.
+    assert!(stopped.elapsed() < Duration::from_secs(45), "took {:?}", stopped.elapsed());
     let err = std::fs::read_to_string(&err_path).unwrap();
     assert!(err.contains("error: rank 0:"), "{err}");
     assert!(err.contains("rank 1 did not stop within"), "{err}");
