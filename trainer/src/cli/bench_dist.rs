@@ -252,7 +252,7 @@ fn run_torchrun(python: &std::path::Path, a: &Args) -> anyhow::Result<(String, s
         bail!("PyTorch DDP failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().filter(|l| l.starts_with('{')).last().unwrap_or_default().to_string();
+    let line = text.lines().rfind(|l| l.starts_with('{')).unwrap_or_default().to_string();
     let value = serde_json::from_str(&line).with_context(|| format!("reading PyTorch DDP's output {line:?}"))?;
     Ok((line, value))
 }

@@ -114,6 +114,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Summed softmax rows by video, and the videos skipped.
+type Gathered = (BTreeMap<usize, Tensor>, Vec<Failure>);
+
 /// Every rank's summed softmax rows and skipped videos, for rank 0 (the
 /// others get `None`): rows go through one all-reduce of an `[N, C]` table
 /// (each video is some rank's alone), skipped videos through the store.
@@ -123,7 +126,7 @@ fn gather(
     classes: i64,
     probs: &BTreeMap<usize, Tensor>,
     skipped: &[Failure],
-) -> anyhow::Result<Option<(BTreeMap<usize, Tensor>, Vec<Failure>)>> {
+) -> anyhow::Result<Option<Gathered>> {
     let table = Tensor::zeros([n as i64, classes + 1], (Kind::Double, tch::Device::Cpu));
     for (&i, p) in probs {
         let row = table.get(i as i64);

@@ -124,18 +124,18 @@ fn watch(workers: &mut [(usize, Child)], grace: Duration, store: Option<&Store>,
         if done.iter().all(|&d| d) {
             return Ok(failure.map(|f| f.0));
         }
-        if let Some((_, since)) = &failure {
-            if since.elapsed() > grace {
-                for (i, (rank, child)) in workers.iter_mut().enumerate() {
-                    if !done[i] {
-                        eprintln!("[launcher] rank {rank} did not stop within {grace:?}: killing it");
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        done[i] = true;
-                    }
+        if let Some((_, since)) = &failure
+            && since.elapsed() > grace
+        {
+            for (i, (rank, child)) in workers.iter_mut().enumerate() {
+                if !done[i] {
+                    eprintln!("[launcher] rank {rank} did not stop within {grace:?}: killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    done[i] = true;
                 }
-                continue;
             }
+            continue;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

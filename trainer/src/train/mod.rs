@@ -267,10 +267,8 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         if main && (state.epoch % recipe.train.checkpoint_period == 0 || last) {
             let p = checkpoint::save(&ckpt_dir, &vs, &step.optimizer.state(), &state)?;
             progress.line(&format!("checkpoint {}", p.weights.display()));
-            if let Some(m) = &metrics {
-                if let Err(e) = metrics::plot(out, &m.records()) {
-                    progress.line(&format!("plots not written: {e}"));
-                }
+            if let Some(Err(e)) = metrics.as_ref().map(|m| metrics::plot(out, &m.records())) {
+                progress.line(&format!("plots not written: {e}"));
             }
         }
     }
