@@ -244,9 +244,36 @@ fn ranks_started_with_different_recipes_are_refused() {
     for o in [r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap()] {
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("the ranks disagree on the recipe"), "{err}");
+        assert!(err.contains("the ranks disagree on the job") && err.contains("recipe "), "{err}");
     }
     assert!(!dir.path().join("out/checkpoints").exists(), "nothing was trained");
+}
+
+#[test]
+fn ranks_started_with_different_world_sizes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.yaml");
+    std::fs::write(&recipe, RECIPE.replace("timeout_s: 20", "timeout_s: 5")).unwrap();
+    let port = free_port().to_string();
+    let start = |rank: &str, world: &str| {
+        trainer(&recipe, &dir.path().join("out"), &[])
+            .env("RANK", rank)
+            .env("WORLD_SIZE", world)
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &port)
+            .spawn()
+            .unwrap()
+    };
+    let t = Instant::now();
+    let (r0, r1) = (start("0", "2"), start("1", "4"));
+    let (o0, o1) = (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap());
+    assert!(!o0.status.success() && !o1.status.success());
+    let e0 = String::from_utf8_lossy(&o0.stderr);
+    assert!(e0.contains("the ranks disagree on the job") && e0.contains("world size 4"), "{e0}");
+    // Rank 1 waits for ranks 2 and 3 of its world until the timeout.
+    let e1 = String::from_utf8_lossy(&o1.stderr);
+    assert!(e1.contains("rank 2 did not join within"), "{e1}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
 }
 
 #[test]

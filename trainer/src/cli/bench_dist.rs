@@ -102,7 +102,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn worker(a: &Args) -> anyhow::Result<()> {
     tch::set_num_threads(1);
     let launch = Launch::from_env().map_err(anyhow::Error::msg)?.context("bench-dist --worker runs under its parent")?;
-    let d = Dist::init(launch, Backend::Gloo, Duration::from_secs(600), Device::Cpu)?;
+    let d = Dist::init(launch, Backend::Gloo, Duration::from_secs(600), Device::Cpu, "bench-dist")?;
     let mut n = net(a, a.batch / 2)?;
     d.broadcast_vars(&n.vs)?;
     let numel: i64 = n.sgd.params().iter().map(|p| p.numel() as i64).sum();

@@ -124,11 +124,8 @@ pub fn join(recipe: &Recipe, device: tch::Device, backend: Option<&str>) -> anyh
         DistBackend::Auto | DistBackend::Gloo => Backend::Gloo,
         DistBackend::Nccl => Backend::Nccl,
     };
-    let d = Dist::init(launch, backend, Duration::from_secs_f64(recipe.dist.timeout_s), device)?;
-    if let Err(e) = check_recipe(&d, recipe) {
-        d.report_error(&format!("{e:#}"));
-        return Err(e);
-    }
+    let job = job_fingerprint(recipe, launch.world_size)?;
+    let d = Dist::init(launch, backend, Duration::from_secs_f64(recipe.dist.timeout_s), device, &job)?;
     Ok(Some((d, device)))
 }
 
@@ -152,11 +149,9 @@ fn parse_backend(s: &str) -> DistBackend {
     }
 }
 
-/// Ranks started with different recipes or world sizes would train
-/// something nobody asked for: compare fingerprints first.
-fn check_recipe(d: &Dist, recipe: &Recipe) -> anyhow::Result<()> {
+/// What every rank must agree on: ranks started with different recipes or
+/// world sizes would train something nobody asked for.
+fn job_fingerprint(recipe: &Recipe, world: usize) -> anyhow::Result<String> {
     let yaml = serde_saphyr::to_string(recipe).context("writing the recipe back")?;
-    let value = format!("recipe {:016x}, world size {}", dist::fingerprint(yaml.as_bytes()), d.world());
-    d.check_same("recipe", &value)?;
-    Ok(())
+    Ok(format!("recipe {:016x}, world size {world}", dist::fingerprint(yaml.as_bytes())))
 }

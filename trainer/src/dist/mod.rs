@@ -36,13 +36,18 @@ pub struct DistError(pub String);
 
 impl Dist {
     /// Joins the job: the store (served by rank 0 unless a launcher agent
-    /// serves it), then the default process group.
-    pub fn init(launch: Launch, backend: Backend, timeout: Duration, device: Device) -> Result<Dist, DistError> {
+    /// serves it), a check that every rank runs the same `job` (a
+    /// fingerprint of the recipe and world size, see `check_same`),
+    /// then the default process group.
+    pub fn init(launch: Launch, backend: Backend, timeout: Duration, device: Device, job: &str) -> Result<Dist, DistError> {
         let ms = timeout.as_millis() as i64;
         let at = format!("{}:{}", launch.master_addr, launch.master_port);
         let is_server = !launch.agent_store && launch.rank == 0;
         let store = Store::new(&launch.master_addr, launch.master_port, is_server, launch.world_size, ms, &launch.store_prefix())
             .map_err(|e| DistError(format!("rank {}: cannot reach the rendezvous store at {at} ({}): {e}", launch.rank, launch.source)))?;
+        // Before the process group: ranks that disagree on the world size
+        // would otherwise wait in Gloo's rendezvous for the whole timeout.
+        check_same(&store, &launch, timeout, "job", job)?;
         let cuda = match device {
             Device::Cuda(i) => i,
             _ => 0,
@@ -66,29 +71,6 @@ impl Dist {
 
     pub fn is_main(&self) -> bool {
         self.launch.rank == 0
-    }
-
-    /// Refuses to go on unless every rank has the same `value` for `what`
-    /// (the recipe's hash, the world size): each rank posts its own and
-    /// reads all the others', so all of them stop with the same message.
-    pub fn check_same(&self, what: &str, value: &str) -> Result<(), DistError> {
-        let key = |r: usize| format!("check/{what}/{r}");
-        self.store.set(&key(self.rank()), value.as_bytes()).map_err(|e| self.store_error(&e))?;
-        let mut differ = Vec::new();
-        let mine = format!("rank {}: {value}", self.rank());
-        for r in 0..self.world() {
-            let theirs = self.store.get(&key(r)).map_err(|e| {
-                DistError(format!("rank {}: rank {r} did not post its {what} within {:?}: {e}", self.rank(), self.timeout))
-            })?;
-            let theirs = String::from_utf8_lossy(&theirs).into_owned();
-            if theirs != value {
-                differ.push(format!("rank {r}: {theirs}"));
-            }
-        }
-        if differ.is_empty() {
-            return Ok(());
-        }
-        Err(DistError(format!("the ranks disagree on the {what}: {mine}; {}", differ.join("; "))))
     }
 
     /// The sync-BN group of this rank: `size` consecutive ranks
@@ -258,4 +240,28 @@ impl Dist {
 /// ranks (std's hasher may differ between builds on different nodes).
 pub fn fingerprint(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Refuses to go on unless every rank has the same `value` for `what`:
+/// each rank posts its own and reads all the others', so every rank stops
+/// with the same message (a rank missing altogether ends in the store's
+/// timeout, named).
+fn check_same(store: &Store, launch: &Launch, timeout: Duration, what: &str, value: &str) -> Result<(), DistError> {
+    let me = launch.rank;
+    let key = |r: usize| format!("check/{what}/{r}");
+    store.set(&key(me), value.as_bytes()).map_err(|e| DistError(format!("rank {me}: the rendezvous store: {e}")))?;
+    let mut differ = Vec::new();
+    for r in 0..launch.world_size {
+        let theirs = store
+            .get(&key(r))
+            .map_err(|e| DistError(format!("rank {me}: rank {r} did not join within {timeout:?} (world size {}): {e}", launch.world_size)))?;
+        let theirs = String::from_utf8_lossy(&theirs).into_owned();
+        if theirs != value {
+            differ.push(format!("rank {r}: {theirs}"));
+        }
+    }
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(DistError(format!("the ranks disagree on the {what}: rank {me}: {value}; {}", differ.join("; "))))
 }
