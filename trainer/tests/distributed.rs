@@ -277,6 +277,20 @@ fn ranks_started_with_different_world_sizes_are_refused() {
 }
 
 #[test]
+fn a_world_of_one_through_c10d_trains_exactly_as_a_plain_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.yaml");
+    std::fs::write(&recipe, RECIPE.replace("max_epoch: 3", "max_epoch: 1")).unwrap();
+    let (plain, one) = (dir.path().join("plain"), dir.path().join("one"));
+    ok(trainer(&recipe, &plain, &[]).output().unwrap());
+    let port = free_port().to_string();
+    let run = trainer(&recipe, &one, &[]).env("RANK", "0").env("WORLD_SIZE", "1").env("MASTER_ADDR", "127.0.0.1").env("MASTER_PORT", &port);
+    let o = ok(run.output().unwrap());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("rank 0 of 1"));
+    assert_bit_equal(&plain, &one);
+}
+
+#[test]
 fn a_global_batch_that_does_not_split_is_refused_before_any_worker_starts() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("r.yaml");

@@ -117,7 +117,9 @@ impl LaunchArgs {
 /// `--nproc-per-node`, torchrun or Slurm): this rank's connection and
 /// device, after every rank is seen to run the same recipe.
 pub fn join(recipe: &Recipe, device: tch::Device, backend: Option<&str>) -> anyhow::Result<Option<(Dist, tch::Device)>> {
-    let Some(launch) = Launch::from_env().map_err(anyhow::Error::msg)?.filter(|l| l.world_size > 1) else { return Ok(None) };
+    // A world of one still runs through c10d when a launcher says so
+    // (torchrun --nproc-per-node 1): the same code path as on many GPUs.
+    let Some(launch) = Launch::from_env().map_err(anyhow::Error::msg)? else { return Ok(None) };
     let device = rank_device(device, launch.local_rank)?;
     let backend = match backend.map(parse_backend).unwrap_or(recipe.dist.backend) {
         DistBackend::Auto if device.is_cuda() => Backend::Nccl,
