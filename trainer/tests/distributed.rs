@@ -284,7 +284,8 @@ fn a_world_of_one_through_c10d_trains_exactly_as_a_plain_process() {
     let (plain, one) = (dir.path().join("plain"), dir.path().join("one"));
     ok(trainer(&recipe, &plain, &[]).output().unwrap());
     let port = free_port().to_string();
-    let run = trainer(&recipe, &one, &[]).env("RANK", "0").env("WORLD_SIZE", "1").env("MASTER_ADDR", "127.0.0.1").env("MASTER_PORT", &port);
+    let mut run = trainer(&recipe, &one, &[]);
+    run.env("RANK", "0").env("WORLD_SIZE", "1").env("MASTER_ADDR", "127.0.0.1").env("MASTER_PORT", &port);
     let o = ok(run.output().unwrap());
     assert!(String::from_utf8_lossy(&o.stderr).contains("rank 0 of 1"));
     assert_bit_equal(&plain, &one);
