@@ -556,7 +556,14 @@ fn audio_only_input_fails_at_once_and_leaves_no_file() {
         .expect("gst-launch-1.0 runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let output = dir.path().join("out.mp4");
-    let (code, lines, stderr, took) = annotate_to(dir.path(), &input, &output, &[]);
+    let start = Instant::now();
+    // Bounded: this used to hang for good.
+    let mut cmd = slowfast(dir.path());
+    cmd.args(["annotate", &input.display().to_string(), "--output", &output.display().to_string()])
+        .args(["--model", &model(), "--json"]);
+    let (code, lines, stderr) = Running::spawn(cmd).finish(Duration::from_secs(20));
+    let took = start.elapsed();
+    let lines = json_lines(&lines.join("\n"));
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(&format!("no video stream in {}", input.display())), "{stderr}");
     assert!(!output.exists(), "{} left behind", output.display());
