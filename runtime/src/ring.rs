@@ -118,6 +118,14 @@ impl ClipRing {
         self.advance();
     }
 
+    /// Like [`ClipRing::push_scaled`] without the copy: the frame moves into
+    /// the slot and `frame` gets the slot's old buffer to reuse.
+    pub fn push_swap(&mut self, frame: &mut ScaledFrame) {
+        std::mem::swap(&mut self.slots[self.next], frame);
+        self.slot_frames[self.next] = Some(self.frames);
+        self.advance();
+    }
+
     /// Counts a frame without resizing it, for a frame no window will read
     /// (see [`ClipRing::next_frame_needed`]): most live frames between two
     /// sampled ones cost nothing.
@@ -214,7 +222,8 @@ pub struct TimedRing {
     origin: Option<u64>,
     /// Timestamp of the previous frame, and whether `held` has its pixels.
     prev: Option<(u64, bool)>,
-    /// The latest resized frame, copied into every slot it stands for.
+    /// The latest resized frame, copied into every slot it stands for (the
+    /// last one takes it without a copy unless the next frame may need it).
     held: ScaledFrame,
     /// Tick at which the next window is due; `None` until the first, due
     /// when the ring is first full.
@@ -355,11 +364,19 @@ impl TimedRing {
         if let (true, Some(f)) = (scale, frame) {
             scale_source_into(f, self.ring.config.crop_size, &self.ring.config.norm, &mut self.held)?;
         }
+        // The pixels are kept for the next frame's ticks only while the
+        // source is irregular (see `needs_pixels`) or its rate is not known
+        // yet (the first frame); otherwise the last slot takes them without
+        // a copy.
+        let keep = scale && (self.prev.is_none() || self.is_irregular(pts));
+        let last_needed = if scale { (split..end).rev().find(|&t| self.tick_needed(t, stride)) } else { None };
         for t in split..end {
-            if scale && self.tick_needed(t, stride) {
-                self.ring.push_scaled(&self.held);
-            } else {
+            if !scale || !self.tick_needed(t, stride) {
                 self.ring.skip();
+            } else if !keep && Some(t) == last_needed {
+                self.ring.push_swap(&mut self.held);
+            } else {
+                self.ring.push_scaled(&self.held);
             }
             self.window_due(t, last_due, origin, &mut due);
         }
@@ -368,7 +385,7 @@ impl TimedRing {
         {
             self.irregular_until = Some(pts + self.span_ns());
         }
-        self.prev = Some((pts, scale));
+        self.prev = Some((pts, keep));
         if let Some(d) = last_due {
             self.next_due = Some(d + stride);
         }
