@@ -258,12 +258,26 @@ fn audio_only_and_truncated_files_say_what_is_wrong_with_them() {
     let bytes = std::fs::read(&whole).unwrap();
     let cut = dir.path().join("cut.mp4");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let out = classify(&[wav.display().to_string(), cut.display().to_string()], &fixture(), &["--views", "1x1"]);
+    // With the index first (faststart), the index outlives the data.
+    let indexed = dir.path().join("indexed.mp4");
+    gst_launch(&format!(
+        "videotestsrc num-buffers=300 ! video/x-raw,format=I420,width=64,height=48,framerate=30/1 ! x264enc ! mp4mux faststart=true ! filesink location={}",
+        indexed.display()
+    ));
+    let bytes = std::fs::read(&indexed).unwrap();
+    let short = dir.path().join("short.mp4");
+    std::fs::write(&short, &bytes[..bytes.len() * 3 / 10]).unwrap();
+    let videos = [wav.display().to_string(), cut.display().to_string(), short.display().to_string()];
+    let out = classify(&videos, &fixture(), &["--views", "10x3"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let results = json_lines(&out);
     let errors: Vec<&str> = results.iter().map(|r| r["error"].as_str().unwrap_or_else(|| panic!("{r}"))).collect();
     assert!(errors[0].contains("tone.wav") && errors[0].contains("no video stream in it (it holds only audio/"), "{}", errors[0]);
     assert!(errors[1].contains("cut.mp4") && errors[1].contains("truncated"), "{}", errors[1]);
+    assert!(errors[2].contains("short.mp4") && errors[2].contains("truncated: its index lists 300 frames"), "{}", errors[2]);
+    // The whole files classify.
+    let out = classify(&[whole.display().to_string(), indexed.display().to_string()], &fixture(), &["--views", "10x3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]
