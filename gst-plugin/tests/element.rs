@@ -340,3 +340,121 @@ fn flush_starts_a_new_window() {
     h.push_event(gst::event::Eos::new());
     assert!(predictions_on(&bus).is_empty());
 }
+
+/// Frame `i` of [`frame`] stamped `pts` instead of its place at 30 fps.
+fn frame_at(i: u64, pts: gst::ClockTime, size: usize) -> gst::Buffer {
+    let mut buf = frame(i, size);
+    buf.get_mut().expect("fresh buffer").set_pts(pts);
+    buf
+}
+
+/// Pushes `frames` (index, PTS) and returns the predictions posted.
+fn predictions_for(props: &[(&str, &dyn ToValue)], frames: &[(u64, gst::ClockTime)]) -> (Vec<gst::Structure>, gst::Element) {
+    let (mut h, bus) = harness(props);
+    let size = i420_size(WIDTH, HEIGHT);
+    for &(i, pts) in frames {
+        h.push(frame_at(i, pts, size)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    (predictions_on(&bus), h.element().unwrap())
+}
+
+/// Clip span of a prediction, in ticks of the model's 30 fps.
+fn span_ticks(p: &gst::Structure) -> u64 {
+    let (start, end) = (p.get::<u64>("clip-start").unwrap(), p.get::<u64>("clip-end").unwrap());
+    ((end - start) as f64 * 30.0 / 1e9).round() as u64
+}
+
+#[test]
+fn frames_dropped_at_random_give_predictions_on_time() {
+    // A 30 fps camera losing each frame with probability 1/2 (caps still
+    // say 30 fps): 8 s of it.
+    let mut rng = 99u64;
+    let frames: Vec<(u64, gst::ClockTime)> = (0..240u64)
+        .filter(|_| {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            rng >> 63 == 1
+        })
+        .map(|i| (i, gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30)))
+        .collect();
+    assert!(frames.len() < 150, "{} frames kept", frames.len());
+    let (predictions, element) = predictions_for(&[("stride", &16u32), ("block", &true)], &frames);
+    // Windows span the model's 64 ticks of time and come every 16 ticks
+    // from the first full one, whatever the drops.
+    let first = frames[0].0;
+    let last = frames.last().unwrap().0;
+    let due = (last - first + 1 - window()) / 16 + 1;
+    assert_eq!(predictions.len() as u64, due, "{} predictions", predictions.len());
+    assert_eq!(element.property::<u64>("skipped"), 0);
+    for p in &predictions {
+        assert_eq!(span_ticks(p), window() - 1, "{p}");
+    }
+}
+
+#[test]
+fn a_2_fps_stream_into_a_30_fps_model_gives_predictions() {
+    // Caps say 30 fps (as the sparse files seen say 15), frames come every
+    // 0.5 s for 10 s; then the same with a variable rate in the caps.
+    let frames: Vec<(u64, gst::ClockTime)> = (0..21u64).map(|i| (i, gst::ClockTime::from_mseconds(i * 500))).collect();
+    for rate in [gst::Fraction::new(30, 1), gst::Fraction::new(0, 1)] {
+        let (mut h, bus) = harness(&[("stride", &16u32), ("block", &true)]);
+        h.set_src_caps(
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .field("width", WIDTH)
+                .field("height", HEIGHT)
+                .field("framerate", rate)
+                .build(),
+        );
+        let size = i420_size(WIDTH, HEIGHT);
+        for &(i, pts) in &frames {
+            h.push(frame_at(i, pts, size)).unwrap();
+        }
+        h.push_event(gst::event::Eos::new());
+        let predictions = predictions_on(&bus);
+        // 10 s are 300 ticks: windows end on ticks 63 + 16k up to 287, each
+        // made due by the frame at or just after it (frames are 15 ticks
+        // apart, so none makes two due).
+        assert_eq!(predictions.len(), 15, "{rate}: {} predictions", predictions.len());
+        for p in &predictions {
+            assert_eq!(span_ticks(p), window() - 1, "{p}");
+        }
+    }
+}
+
+#[test]
+fn discont_flag_starts_a_new_window() {
+    let (mut h, bus) = harness(&[("stride", &1u32), ("max-pending", &64u32)]);
+    let size = i420_size(WIDTH, HEIGHT);
+    let half = window() - 4;
+    for i in 0..2 * half {
+        let mut buf = frame(i, size);
+        if i == half {
+            buf.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+        }
+        h.push(buf).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    assert!(predictions_on(&bus).is_empty());
+}
+
+#[test]
+fn block_waits_for_inference_instead_of_skipping() {
+    // A window due on every frame with one clip in inference at a time:
+    // without `block` most would be skipped.
+    let frames: Vec<(u64, gst::ClockTime)> =
+        (0..window() + 20).map(|i| (i, gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30))).collect();
+    let props: [(&str, &dyn ToValue); 3] = [("stride", &1u32), ("max-pending", &1u32), ("block", &true)];
+    let (predictions, element) = predictions_for(&props, &frames);
+    assert_eq!(element.property::<u64>("skipped"), 0);
+    assert_eq!(predictions.len() as u64, 21);
+}
+
+#[test]
+fn a_video_too_small_for_the_model_is_refused_with_one_message() {
+    let (mut h, bus) = harness(&[]);
+    h.set_src_caps(caps("I420", 4, 4));
+    assert!(h.push(frame(0, i420_size(4, 4))).is_err());
+    let errors = errors_on(&bus).join("\n");
+    assert!(errors.contains("4x4 video is too small for model") && errors.contains("tiny_8x8.onnx"), "{errors}");
+}

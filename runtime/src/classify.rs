@@ -115,6 +115,20 @@ pub fn classify_video(engine: &mut Engine, video: &str, views: Views, top_k: usi
             let clips = plan(n);
             let needed: Vec<usize> = clips.iter().flatten().copied().collect();
             reader.read_frames(&needed, &mut keep)?;
+            // The index lists frames the data no longer holds: a file cut
+            // short (a copy or download that stopped). A frame or so past
+            // the end is a container rounding its count, which the reference
+            // covers by repeating the last frame.
+            let last_wanted = needed.iter().copied().max().unwrap_or(0);
+            let last_read = scaled.keys().next_back().copied();
+            let slack = (fps.ceil() as usize).max(n / 10);
+            if first_error.is_none() && last_read.is_some_and(|last| last + slack < last_wanted) {
+                let why = format!(
+                    "the file is truncated: its index lists {n} frames but the data ends after frame {}",
+                    last_read.unwrap_or(0)
+                );
+                return Err(DecodeError::Failed { source_name: video.to_string(), why }.into());
+            }
             (n, clips, true)
         }
         None => {

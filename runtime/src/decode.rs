@@ -75,6 +75,9 @@ pub fn decode_all(input: &str) -> Result<DecodedVideo, DecodeError> {
 pub struct VideoReader {
     input: String,
     pipeline: gst::Pipeline,
+    /// Media types of the streams the decoder exposed, to say what is
+    /// wrong with a file that gives no frame.
+    streams: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     sink: gst_app::AppSink,
     probe: VideoProbe,
     /// Timestamp of the first frame: frame `i` is at `base + i / fps`.
@@ -98,7 +101,7 @@ impl VideoReader {
         // A short appsink queue: decoding stops while frames are not pulled,
         // so a seek is not preceded by decoding the rest of the file.
         let pipeline = gst::parse::launch(&format!(
-            "uridecodebin uri=\"{uri}\" ! videoconvert ! \
+            "uridecodebin name=decode uri=\"{uri}\" ! videoconvert ! \
              video/x-raw,format=RGB ! appsink name=sink sync=false max-buffers=4"
         ))
         .map_err(|e| fail(format!("building the pipeline: {e}")))?
@@ -108,9 +111,18 @@ impl VideoReader {
             .by_name("sink")
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| fail("appsink missing".to_string()))?;
+        let streams: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        if let Some(decode) = pipeline.by_name("decode") {
+            let seen = streams.clone();
+            decode.connect_pad_added(move |_, pad| {
+                let kind = pad.current_caps().and_then(|c| c.structure(0).map(|s| s.name().to_string()));
+                seen.lock().unwrap_or_else(|p| p.into_inner()).push(kind.unwrap_or_else(|| "an unknown stream".into()));
+            });
+        }
         let mut reader = VideoReader {
             input: input.to_string(),
             pipeline,
+            streams,
             sink,
             probe: VideoProbe { fps: None, duration_ns: None, frame_count: None, seekable: false, width: 0, height: 0 },
             base_ns: 0,
@@ -264,17 +276,35 @@ impl VideoReader {
         Ok(())
     }
 
-    /// The first error posted on the bus, or a generic one.
+    /// The first error posted on the bus, or a generic one, preceded by
+    /// what is wrong with the file when the streams found say it: no video
+    /// stream, or no stream at all (a truncated or damaged file).
     fn bus_error(&self) -> DecodeError {
-        let why = self
+        let error = self
             .pipeline
             .bus()
             .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
             .and_then(|msg| match msg.view() {
-                gst::MessageView::Error(e) => Some(format!("{} ({})", e.error(), e.debug().unwrap_or_default())),
+                gst::MessageView::Error(e) => {
+                    let debug = e.debug().map(|d| d.lines().last().unwrap_or_default().trim().to_string()).unwrap_or_default();
+                    Some(if debug.is_empty() { e.error().to_string() } else { format!("{} ({debug})", e.error()) })
+                }
                 _ => None,
-            })
-            .unwrap_or_else(|| "decoding stopped without a frame or an error".to_string());
+            });
+        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let what = if streams.is_empty() {
+            Some("no stream could be read: the file is truncated, damaged or not a video".to_string())
+        } else if !streams.iter().any(|s| s.starts_with("video/")) {
+            Some(format!("no video stream in it (it holds only {})", streams.join(", ")))
+        } else {
+            None
+        };
+        let why = match (what, error) {
+            (Some(what), Some(error)) => format!("{what}; GStreamer: {error}"),
+            (Some(what), None) => what,
+            (None, Some(error)) => error,
+            (None, None) => "decoding stopped before a frame without an error: the file is probably truncated".to_string(),
+        };
         self.fail(why)
     }
 }

@@ -487,3 +487,228 @@ fn a_missing_plugin_says_how_to_build_it() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cargo build -p gst-plugin-slowfast") && err.contains(&exe.parent().unwrap().display().to_string()), "{err}");
 }
+
+/// Runs `slowfast annotate INPUT --output OUT --json` with the tiny model;
+/// returns (exit code, JSON lines, stderr, how long it took).
+fn annotate_to(dir: &Path, input: &Path, output: &Path, extra: &[&str]) -> (Option<i32>, Vec<Value>, String, Duration) {
+    let start = Instant::now();
+    let out = slowfast(dir)
+        .args(["annotate", &input.display().to_string(), "--output", &output.display().to_string()])
+        .args(["--json", "--threads", "1"])
+        .args(if extra.contains(&"--model") { vec![] } else { vec!["--model".to_string(), model()] })
+        .args(extra)
+        .output()
+        .expect("slowfast runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (out.status.code(), json_lines(&stdout), String::from_utf8_lossy(&out.stderr).into_owned(), start.elapsed())
+}
+
+/// A raw-video Matroska file of moving-gradient frames, stamped as given
+/// (`framerate` is what its caps claim): repeated or sparse timestamps
+/// that the usual encoders would not write.
+fn make_raw_mkv(dir: &Path, name: &str, (width, height): (i32, i32), framerate: i32, pts_ms: &[u64]) -> PathBuf {
+    gst_init();
+    let path = dir.join(name);
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=video/x-raw,format=I420,width={width},height={height},framerate={framerate}/1 \
+         ! matroskamux ! filesink location={}",
+        path.display()
+    ))
+    .expect("muxing pipeline")
+    .downcast::<gst::Pipeline>()
+    .expect("pipeline");
+    let src = pipeline.by_name("src").expect("appsrc").downcast::<gst_app::AppSrc>().expect("appsrc");
+    pipeline.set_state(gst::State::Playing).expect("muxing starts");
+    let w = width as usize;
+    let size = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, width as u32, height as u32)
+        .build()
+        .expect("video info")
+        .size();
+    for (i, &ms) in pts_ms.iter().enumerate() {
+        let data: Vec<u8> = (0..size).map(|k| ((k % w) * 3 + i * 7) as u8).collect();
+        let mut buf = gst::Buffer::from_mut_slice(data);
+        buf.get_mut().expect("fresh buffer").set_pts(gst::ClockTime::from_mseconds(ms));
+        src.push_buffer(buf).expect("push");
+    }
+    src.end_of_stream().expect("eos");
+    let bus = pipeline.bus().expect("bus");
+    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    assert!(matches!(msg.as_ref().map(|m| m.view()), Some(gst::MessageView::Eos(_))), "muxing {}: {msg:?}", path.display());
+    pipeline.set_state(gst::State::Null).expect("stop");
+    path
+}
+
+fn finished_of(lines: &[Value]) -> &Value {
+    let finished = events(lines, "finished");
+    assert_eq!(finished.len(), 1, "{lines:?}");
+    finished[0]
+}
+
+#[test]
+fn audio_only_input_fails_at_once_and_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("tone.wav");
+    let out = Command::new("gst-launch-1.0")
+        .env("GST_REGISTRY", dir.path().join("registry.bin"))
+        .args(["-q", "audiotestsrc", "num-buffers=20", "!", "wavenc", "!", "filesink"])
+        .arg(format!("location={}", input.display()))
+        .output()
+        .expect("gst-launch-1.0 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let output = dir.path().join("out.mp4");
+    let start = Instant::now();
+    // Bounded: this used to hang for good.
+    let mut cmd = slowfast(dir.path());
+    cmd.args(["annotate", &input.display().to_string(), "--output", &output.display().to_string()])
+        .args(["--model", &model(), "--json"]);
+    let (code, lines, stderr) = Running::spawn(cmd).finish(Duration::from_secs(20));
+    let took = start.elapsed();
+    let lines = json_lines(&lines.join("\n"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("no video stream in {}", input.display())), "{stderr}");
+    assert!(!output.exists(), "{} left behind", output.display());
+    assert!(!stderr.contains("wrote"), "{stderr}");
+    assert!(events(&lines, "finished").is_empty(), "{lines:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn interrupting_a_source_that_never_delivered_claims_no_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("rtsp://127.0.0.1:{}/nothing", free_port());
+    let output = dir.path().join("out.mp4");
+    let mut cmd = slowfast(dir.path());
+    cmd.args(["annotate", &url, "--output", &output.display().to_string(), "--model", &model(), "--json"]);
+    let mut run = Running::spawn(cmd);
+    run.wait_for(Duration::from_secs(15), |v| v["event"] == "retry");
+    run.interrupt();
+    let (code, lines, stderr) = run.finish(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines = json_lines(&lines.join("\n"));
+    let finished = finished_of(&lines);
+    assert_eq!(finished["frames"], 0, "{finished}");
+    assert!(finished["output"].is_null(), "{finished}");
+    assert!(!output.exists(), "{} left behind", output.display());
+    assert!(!stderr.contains("wrote"), "{stderr}");
+}
+
+#[test]
+fn odd_sized_video_is_encoded_at_the_next_even_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pts: Vec<u64> = (0..60).map(|i| i * 1000 / 30).collect();
+    let input = make_raw_mkv(dir.path(), "odd.mkv", (95, 63), 30, &pts);
+    let output = dir.path().join("out.mp4");
+    let (code, lines, stderr, _) = annotate_to(dir.path(), &input, &output, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(finished_of(&lines)["frames"], 60);
+    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the output MP4 decodes");
+    assert_eq!(decoded.frames.len(), 60);
+    assert_eq!((decoded.frames[0].width, decoded.frames[0].height), (96, 64));
+}
+
+#[test]
+fn a_video_too_small_for_the_model_fails_with_one_message_and_no_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pts: Vec<u64> = (0..30).map(|i| i * 1000 / 30).collect();
+    let input = make_raw_mkv(dir.path(), "dot.mkv", (1, 1), 30, &pts);
+    let output = dir.path().join("out.mp4");
+    let (code, _, stderr, took) = annotate_to(dir.path(), &input, &output, &[]);
+    assert_ne!(code, Some(0), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("1x1 video is too small for model") && errors[0].contains(&input.display().to_string()), "{stderr}");
+    assert!(!output.exists(), "{} left behind", output.display());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn a_resolution_change_mid_stream_is_scaled_to_the_first_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Two H.264 byte streams of different sizes, one after the other: the
+    // decoder renegotiates in the middle of the file.
+    let mut joined = Vec::new();
+    for (w, h) in [(96, 64), (128, 96)] {
+        let part = dir.path().join(format!("{w}x{h}.h264"));
+        let out = Command::new("gst-launch-1.0")
+            .env("GST_REGISTRY", dir.path().join("registry.bin"))
+            .args(["-q", "videotestsrc", "num-buffers=75", "pattern=ball", "!"])
+            .arg(format!("video/x-raw,format=I420,width={w},height={h},framerate=30/1"))
+            .args(["!", "x264enc", "!", "video/x-h264,stream-format=byte-stream", "!", "filesink"])
+            .arg(format!("location={}", part.display()))
+            .output()
+            .expect("gst-launch-1.0 runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        joined.extend(std::fs::read(&part).expect("read the part"));
+    }
+    let input = dir.path().join("joined.h264");
+    std::fs::write(&input, joined).expect("write");
+    let output = dir.path().join("out.mp4");
+    let (code, lines, stderr, _) = annotate_to(dir.path(), &input, &output, &["--stride", "16"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(finished_of(&lines)["frames"], 150);
+    // One window in each half: the element restarts at the new size.
+    assert_eq!(events(&lines, "prediction").len(), 2, "{lines:?}");
+    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the output MP4 decodes");
+    assert_eq!(decoded.frames.len(), 150);
+    assert!(decoded.frames.iter().all(|f| (f.width, f.height) == (96, 64)));
+}
+
+#[test]
+fn repeated_timestamps_are_made_monotonic_and_every_frame_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Pairs of frames sharing a timestamp, as packed-B-frame MPEG-4 decodes.
+    let pts: Vec<u64> = (0..80).map(|i| (i / 2) * 2 * 1000 / 30).collect();
+    let input = make_raw_mkv(dir.path(), "repeats.mkv", (96, 64), 30, &pts);
+    let decoded = runtime::decode::decode_all(&input.display().to_string()).expect("the input decodes");
+    let stamps: Vec<Option<u64>> = decoded.frames.iter().map(|f| f.pts_ns).collect();
+    assert!(stamps.windows(2).any(|w| w[0] == w[1]), "the input has no repeated timestamp: {stamps:?}");
+    let output = dir.path().join("out.mp4");
+    let (code, lines, stderr, _) = annotate_to(dir.path(), &input, &output, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(finished_of(&lines)["frames"], 80);
+    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the output MP4 decodes");
+    assert_eq!(decoded.frames.len(), 80);
+}
+
+#[test]
+fn a_sparse_file_is_annotated_quickly_with_predictions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Caps say 30 fps, frames come every 0.5 s for 10 s.
+    let pts: Vec<u64> = (0..21).map(|i| i * 500).collect();
+    let input = make_raw_mkv(dir.path(), "sparse.mkv", (96, 64), 30, &pts);
+    let output = dir.path().join("out.mp4");
+    let (code, lines, stderr, took) = annotate_to(dir.path(), &input, &output, &["--stride", "16"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // 300 ticks at the model's 30 fps: windows end on ticks 63 + 16k.
+    assert_eq!(events(&lines, "prediction").len(), 15, "{lines:?}");
+    assert_eq!(finished_of(&lines)["skipped"], 0);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the output MP4 decodes");
+    assert_eq!(decoded.frames.len(), 21);
+}
+
+#[test]
+fn failing_inference_is_reported_with_its_cause_and_does_not_stall() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The tiny model with metadata that disagrees with its graph: 40 px
+    // clips into a graph built for 32.
+    let bytes = std::fs::read(model()).expect("read the model");
+    let (from, to) = (b"slowfast.crop_size\x12\x0232".as_slice(), b"slowfast.crop_size\x12\x0240".as_slice());
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("crop size in the metadata");
+    let mut patched = bytes.clone();
+    patched[at..at + to.len()].copy_from_slice(to);
+    let bad_model = dir.path().join("bad.onnx");
+    std::fs::write(&bad_model, patched).expect("write");
+    let input = make_video(dir.path(), "in.mp4", 100);
+    let output = dir.path().join("out.mp4");
+    let (code, lines, stderr, took) =
+        annotate_to(dir.path(), &input, &output, &["--model", &bad_model.display().to_string(), "--stride", "16"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let warnings: Vec<&str> = events(&lines, "warning").iter().filter_map(|w| w["message"].as_str()).collect();
+    // Windows due on frames 64, 80 and 96, each failing with the reason.
+    assert_eq!(warnings.len(), 3, "{lines:?}");
+    assert!(warnings.iter().all(|w| w.contains("inference failed:") && w.len() > "inference failed: ".len() + 20), "{warnings:?}");
+    assert!(events(&lines, "prediction").is_empty());
+    assert_eq!(finished_of(&lines)["frames"], 100);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}

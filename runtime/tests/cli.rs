@@ -237,3 +237,54 @@ fn a_missing_onnx_runtime_library_is_a_clear_error() {
     let err = stderr(&out);
     assert!(err.contains("/nonexistent/libonnxruntime.so") && err.contains("scripts/setup.sh") && err.contains("pip install onnxruntime"), "{err}");
 }
+
+/// Runs `gst-launch-1.0 -q` with `args`, asserting success.
+fn gst_launch(args: &str) {
+    let out = Command::new("gst-launch-1.0").arg("-q").args(args.split_whitespace()).output().expect("gst-launch-1.0 runs");
+    assert!(out.status.success(), "gst-launch-1.0 {args}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn audio_only_and_truncated_files_say_what_is_wrong_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("tone.wav");
+    gst_launch(&format!("audiotestsrc num-buffers=20 ! wavenc ! filesink location={}", wav.display()));
+    // mp4mux writes its index last: the first half of the file has none.
+    let whole = dir.path().join("whole.mp4");
+    gst_launch(&format!(
+        "videotestsrc num-buffers=60 ! video/x-raw,format=I420,width=64,height=48,framerate=30/1 ! x264enc ! mp4mux ! filesink location={}",
+        whole.display()
+    ));
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    // With the index first (faststart), the index outlives the data.
+    let indexed = dir.path().join("indexed.mp4");
+    gst_launch(&format!(
+        "videotestsrc num-buffers=300 ! video/x-raw,format=I420,width=64,height=48,framerate=30/1 ! x264enc ! mp4mux faststart=true ! filesink location={}",
+        indexed.display()
+    ));
+    let bytes = std::fs::read(&indexed).unwrap();
+    let short = dir.path().join("short.mp4");
+    std::fs::write(&short, &bytes[..bytes.len() * 3 / 10]).unwrap();
+    let videos = [wav.display().to_string(), cut.display().to_string(), short.display().to_string()];
+    let out = classify(&videos, &fixture(), &["--views", "10x3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results = json_lines(&out);
+    let errors: Vec<&str> = results.iter().map(|r| r["error"].as_str().unwrap_or_else(|| panic!("{r}"))).collect();
+    assert!(errors[0].contains("tone.wav") && errors[0].contains("no video stream in it (it holds only audio/"), "{}", errors[0]);
+    assert!(errors[1].contains("cut.mp4") && errors[1].contains("truncated"), "{}", errors[1]);
+    assert!(errors[2].contains("short.mp4") && errors[2].contains("truncated: its index lists 300 frames"), "{}", errors[2]);
+    // The whole files classify.
+    let out = classify(&[whole.display().to_string(), indexed.display().to_string()], &fixture(), &["--views", "10x3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn top_k_zero_is_refused() {
+    for command in ["classify", "annotate"] {
+        let out = slowfast(&[command, "x.mp4", "--model", &fixture().display().to_string(), "--top-k", "0"]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--top-k"), "{command}: {}", stderr(&out));
+    }
+}

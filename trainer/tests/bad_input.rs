@@ -95,3 +95,33 @@ fn bad_configs_are_refused_naming_the_field() {
         assert!(err.to_string().contains(&format!("`{field}`")), "{field}: {err}");
     }
 }
+
+/// An export killed before its rename leaves `.NAME.PID.tmp` (as large as
+/// the model) beside the output: the next export to that path removes it,
+/// and leaves alone those of a running process or of another output.
+#[test]
+fn a_new_export_removes_the_temporaries_of_interrupted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.onnx");
+    // Above Linux's largest pid_max (2^22): no such process.
+    let stale = dir.path().join(".m.onnx.4194305.tmp");
+    let running = dir.path().join(format!(".m.onnx.{}.tmp", std::process::id()));
+    let other = dir.path().join(".other.onnx.4194305.tmp");
+    for p in [&stale, &running, &other] {
+        std::fs::write(p, b"half a model").unwrap();
+    }
+    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo_synth_cpu.yaml");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["export", "--random-init", "--config"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(out.is_file());
+    assert!(!stale.exists(), "{} left", stale.display());
+    assert!(stderr.contains(".m.onnx.4194305.tmp"), "{stderr}");
+    assert!(running.exists() && other.exists());
+}

@@ -1,7 +1,14 @@
 //! The `slowfast` element: frames go into a clip ring buffer and on
-//! downstream at once; every `stride` frames the latest window is handed
+//! downstream at once; every `stride` ticks the latest window is handed
 //! to a shared inference worker, and its result is attached to the buffers
 //! that follow.
+//!
+//! Windows are built from time, as training samples clips: the ring has one
+//! slot per tick at the model's target fps, each taking the frame nearest
+//! to it by timestamp (`runtime::ring::TimedRing`), so cameras that drop
+//! frames and sparse or variable-rate files predict like steady streams. A
+//! window restarts only on a real discontinuity: a DISCONT buffer, a gap
+//! longer than the window, a flush, a caps change.
 //!
 //! ```text
 //! gst-launch-1.0 rtspsrc location=rtsp://cam/stream ! decodebin ! videoconvert ! \
@@ -11,13 +18,14 @@
 //! Drop policy: at most `max-pending` clips wait for (or are in) inference
 //! per element. When a new window is due while that many are pending, the
 //! new window is skipped and counted in `skipped`; frames are never held
-//! back or dropped because inference is slow.
+//! back or dropped because inference is slow. With `block=true` (files,
+//! where nothing is lost by waiting) the streaming thread waits for room
+//! instead, so predictions do not depend on the machine's speed.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
@@ -26,7 +34,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_video::subclass::prelude::*;
 use runtime::preprocess::SpatialCrop;
-use runtime::ring::{ClipRing, RingConfig};
+use runtime::ring::{RingConfig, TimedRing};
 
 use super::draw;
 use super::engines::{EngineKey, Job, SharedEngine};
@@ -39,8 +47,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 /// How long EOS waits for the clips still in inference.
 const EOS_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
-/// A PTS jump longer than this many frame durations breaks the window.
-const MAX_GAP_FRAMES: u64 = 3;
+/// Longest wait for room with `block=true`: an inference taking longer is
+/// stuck, and the window is skipped rather than the stream stopped for good.
+const BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
 #[repr(u32)]
@@ -103,6 +112,7 @@ impl Default for Settings {
                 smoothing: DEFAULT_SMOOTHING,
                 draw: false,
                 max_pending: DEFAULT_MAX_PENDING,
+                block: false,
             },
         }
     }
@@ -118,6 +128,7 @@ struct StreamSettings {
     smoothing: u32,
     draw: bool,
     max_pending: u32,
+    block: bool,
 }
 
 /// Streaming-thread state, from `start` to `stop`.
@@ -125,34 +136,15 @@ struct State {
     engine: Arc<SharedEngine>,
     labels: Arc<Vec<String>>,
     ring_config: RingConfig,
-    /// Created once caps give the frame rate.
-    ring: Option<ClipRing>,
+    ring: TimedRing,
     info: Option<gst_video::VideoInfo>,
-    /// Frame rate from the caps (30 when they do not say).
-    fps: Option<f64>,
-    /// PTS of the frames in the ring, oldest first.
-    window_pts: VecDeque<Option<gst::ClockTime>>,
-    last_pts: Option<gst::ClockTime>,
-    /// Ring frame number at which the next window is due; `None` until the
-    /// first one, due as soon as the ring is full.
-    next_due: Option<u64>,
 }
 
 impl State {
-    /// Starts a new window (caps change, flush, PTS gap).
+    /// Starts a new window (caps change, flush, discontinuity).
     fn reset_window(&mut self) {
-        if let Some(fps) = self.fps {
-            self.ring = Some(ClipRing::new(self.ring_config.clone(), fps));
-        }
-        self.window_pts.clear();
-        self.last_pts = None;
-        self.next_due = None;
+        self.ring.reset();
     }
-}
-
-fn stream_fps(info: &gst_video::VideoInfo) -> f64 {
-    let fps = info.fps();
-    if fps.numer() > 0 && fps.denom() > 0 { fps.numer() as f64 / fps.denom() as f64 } else { 30.0 }
 }
 
 /// The latest prediction as buffers carry it, built once per prediction
@@ -180,6 +172,9 @@ struct Shared {
     predictions: AtomicU64,
     skipped: AtomicU64,
     provider: Mutex<Option<String>>,
+    /// Set from flush-start until flush-stop and while stopping: a
+    /// streaming thread waiting for room (`block`) must let go.
+    flushing: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,7 +240,7 @@ impl ObjectImpl for SlowFast {
                     .build(),
                 glib::ParamSpecUInt::builder("stride")
                     .nick("Stride")
-                    .blurb("Frames between two predictions once the first window is full")
+                    .blurb("Frames at the model's rate (its target fps, whatever the stream's) between two predictions once the first window is full; a frame arriving later than that gives one prediction")
                     .minimum(1)
                     .maximum(10_000)
                     .default_value(DEFAULT_STRIDE)
@@ -287,6 +282,12 @@ impl ObjectImpl for SlowFast {
                     .minimum(1)
                     .maximum(64)
                     .default_value(DEFAULT_MAX_PENDING)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("block")
+                    .nick("Block")
+                    .blurb("When max-pending clips are in inference and a window is due, hold the frame until one completes instead of skipping the window (for files: predictions independent of the machine's speed)")
+                    .default_value(false)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt64::builder("predictions")
@@ -331,6 +332,7 @@ impl ObjectImpl for SlowFast {
             "smoothing" => s.stream.smoothing = value.get().unwrap_or(DEFAULT_SMOOTHING),
             "draw" => s.stream.draw = value.get().unwrap_or(false),
             "max-pending" => s.stream.max_pending = value.get().unwrap_or(DEFAULT_MAX_PENDING),
+            "block" => s.stream.block = value.get().unwrap_or(false),
             other => gst::warning!(CAT, imp = self, "no writable property {other}"),
         }
     }
@@ -352,6 +354,7 @@ impl ObjectImpl for SlowFast {
             "smoothing" => s.stream.smoothing.to_value(),
             "draw" => s.stream.draw.to_value(),
             "max-pending" => s.stream.max_pending.to_value(),
+            "block" => s.stream.block.to_value(),
             "predictions" => self.shared.predictions.load(Ordering::Relaxed).to_value(),
             "pending" => (*lock(&self.shared.pending) as u32).to_value(),
             "skipped" => self.shared.skipped.load(Ordering::Relaxed).to_value(),
@@ -388,6 +391,14 @@ impl ElementImpl for SlowFast {
         Some(&*METADATA)
     }
 
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::PausedToReady {
+            // Deactivating the pads waits for the streaming thread.
+            self.set_flushing(true);
+        }
+        self.parent_change_state(transition)
+    }
+
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst_video::VideoCapsBuilder::new().format_list(FORMATS.iter().copied()).build();
@@ -413,7 +424,7 @@ impl BaseTransformImpl for SlowFast {
         let state = self.load(&settings)?;
         *lock(&self.shared.provider) = Some(state.engine.provider.to_string());
         for why in &state.engine.fallbacks {
-            gst::element_imp_warning!(self, gst::LibraryError::Init, ["execution provider skipped: {why}"]);
+            gst::element_imp_warning!(self, gst::LibraryError::Init, ("execution provider skipped: {why}"));
         }
         gst::info!(CAT, imp = self, "model {:?} on {}", settings.model, state.engine.provider);
         {
@@ -425,6 +436,7 @@ impl BaseTransformImpl for SlowFast {
         }
         self.shared.predictions.store(0, Ordering::Relaxed);
         self.shared.skipped.store(0, Ordering::Relaxed);
+        self.set_flushing(false);
         *lock(&self.state) = Some(state);
         Ok(())
     }
@@ -437,7 +449,9 @@ impl BaseTransformImpl for SlowFast {
 
     fn sink_event(&self, event: gst::Event) -> bool {
         match event.view() {
+            gst::EventView::FlushStart(_) => self.set_flushing(true),
             gst::EventView::FlushStop(_) => {
+                self.set_flushing(false);
                 if let Some(state) = lock(&self.state).as_mut() {
                     state.reset_window();
                 }
@@ -490,12 +504,26 @@ impl VideoFilterImpl for SlowFast {
     ) -> Result<(), gst::LoggableError> {
         if let Some(state) = lock(&self.state).as_mut() {
             let size = state.ring_config.crop_size as u32;
-            if in_info.width() < size || in_info.height() < size {
-                gst::warning!(CAT, imp = self, "{}x{} frames are upscaled to the {size} px input", in_info.width(), in_info.height());
+            let (w, h) = (in_info.width(), in_info.height());
+            let min = min_side(size);
+            if w < min || h < min {
+                // Upscaled that much, a frame carries no motion to see.
+                let model = lock(&self.settings).model.clone().unwrap_or_default();
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "{w}x{h} video is too small for model {}: its {size}x{size} input needs frames of at least {min}x{min}",
+                        model.display()
+                    )
+                );
+                return Err(gst::loggable_error!(CAT, "{w}x{h} frames are too small"));
+            }
+            if w < size || h < size {
+                gst::warning!(CAT, imp = self, "{w}x{h} frames are upscaled to the {size} px input");
             }
             // A new resolution or rate starts a new window.
             state.info = Some(in_info.clone());
-            state.fps = Some(stream_fps(in_info));
             state.reset_window();
         }
         self.parent_set_info(incaps, in_info, outcaps, out_info)
@@ -546,17 +574,7 @@ impl SlowFast {
             }
         };
         let ring_config = RingConfig::from_model(&engine.info);
-        Ok(State {
-            engine,
-            labels: Arc::new(labels),
-            ring_config,
-            ring: None,
-            info: None,
-            fps: None,
-            window_pts: VecDeque::new(),
-            last_pts: None,
-            next_due: None,
-        })
+        Ok(State { engine, labels: Arc::new(labels), ring: TimedRing::new(ring_config.clone()), ring_config, info: None })
     }
 
     /// Puts the frame into the ring and, when a prediction is due, hands
@@ -568,64 +586,101 @@ impl SlowFast {
         info: &gst_video::VideoInfo,
         buf: &gst::BufferRef,
     ) -> Result<(), gst::FlowError> {
-        let pts = buf.pts();
-        if let (Some(last), Some(now), Some(duration)) = (state.last_pts, pts, frame_duration(info)) {
-            if now < last || now.saturating_sub(last) > duration * MAX_GAP_FRAMES {
-                gst::debug!(CAT, imp = self, "PTS jump {last} -> {now}: new window");
-                state.reset_window();
+        // A frame without a timestamp is taken to follow the previous one
+        // by the caps' frame duration (one tick when they give no rate).
+        let pts = match buf.pts() {
+            Some(pts) => pts.nseconds(),
+            None => {
+                let step = frame_duration(info).map_or(state.ring.span_ns() / state.ring.capacity() as u64, |d| d.nseconds());
+                state.ring.last_pts().map_or(0, |last| last + step)
             }
+        };
+        if buf.flags().contains(gst::BufferFlags::DISCONT) || state.ring.is_discontinuity(pts) {
+            if state.ring.last_pts().is_some() {
+                gst::debug!(CAT, imp = self, "discontinuity at {}: new window", gst::ClockTime::from_nseconds(pts));
+            }
+            state.reset_window();
         }
-        state.last_pts = pts;
-        let Some(ring) = state.ring.as_mut() else { return Err(gst::FlowError::NotNegotiated) };
         let stride = u64::from(settings.stride.max(1));
-        let due = state.next_due.unwrap_or(ring.capacity() as u64 - 1);
-        // Only frames a coming window samples are resized: about half of
-        // them at the usual 32 x 2 sampling.
-        if ring.next_frame_needed(due, stride) {
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
-                gst::element_imp_error!(self, gst::StreamError::Decode, ["cannot map a {}x{} frame", info.width(), info.height()]);
+        // Only frames a coming window samples are mapped and resized: about
+        // half of them at the usual 32 x 2 sampling.
+        let frame = if state.ring.needs_pixels(pts, stride) {
+            Some(gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
+                gst::element_imp_error!(self, gst::StreamError::Decode, ("cannot map a {}x{} frame", info.width(), info.height()));
                 gst::FlowError::Error
-            })?;
-            let pushed = frame::source(&frame).map_err(|e| e.to_string()).and_then(|src| ring.push(&src).map_err(|e| e.to_string()));
-            if let Err(e) = pushed {
-                gst::element_imp_error!(self, gst::StreamError::Format, ["{e}"]);
-                return Err(gst::FlowError::Error);
-            }
+            })?)
         } else {
-            ring.skip();
-        }
-        state.window_pts.push_back(pts);
-        while state.window_pts.len() > ring.capacity() {
-            state.window_pts.pop_front();
-        }
-        let this = ring.frames() - 1;
-        if !ring.is_ready() || this < due {
-            return Ok(());
-        }
-        state.next_due = Some(this + stride);
-        {
-            let mut pending = lock(&self.shared.pending);
-            if *pending >= settings.max_pending as usize {
-                self.shared.skipped.fetch_add(1, Ordering::Relaxed);
-                gst::debug!(CAT, imp = self, "{} clips in inference: window skipped", *pending);
-                return Ok(());
+            None
+        };
+        let source = match &frame {
+            Some(f) => Some(frame::source(f).map_err(|e| {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{e}"));
+                gst::FlowError::Error
+            })?),
+            None => None,
+        };
+        let mut due = None;
+        let pushed = state.ring.push(pts, source.as_ref(), stride, |w| {
+            if self.reserve(settings) {
+                due = Some((w.ring.latest_window(SpatialCrop::Centre), (w.start_ns, w.end_ns)));
             }
-            *pending += 1;
+        });
+        if let Err(e) = pushed {
+            if due.is_some() {
+                self.finish_one();
+            }
+            gst::element_imp_error!(self, gst::StreamError::Format, ("{e}"));
+            return Err(gst::FlowError::Error);
         }
-        let clip = match ring.latest_window(SpatialCrop::Centre) {
+        let Some((window, (start, end))) = due else { return Ok(()) };
+        let clip = match window {
             Some(Ok(clip)) => clip,
             other => {
                 self.finish_one();
                 if let Some(Err(e)) = other {
                     self.shared.skipped.fetch_add(1, Ordering::Relaxed);
-                    gst::element_imp_warning!(self, gst::StreamError::Format, ["window not predicted: {e}"]);
+                    gst::element_imp_warning!(self, gst::StreamError::Format, ("window not predicted: {e}"));
                 }
                 return Ok(());
             }
         };
-        let span = (state.window_pts.front().copied().flatten(), state.window_pts.back().copied().flatten());
+        let span = (Some(gst::ClockTime::from_nseconds(start)), Some(gst::ClockTime::from_nseconds(end)));
         state.engine.submit(self.job(clip, span, settings, state.labels.clone()));
         Ok(())
+    }
+
+    /// Takes a place among the `max-pending` clips for a due window, waiting
+    /// for one with `block`; false (the window is skipped and counted) when
+    /// none is free.
+    fn reserve(&self, settings: &StreamSettings) -> bool {
+        let max = settings.max_pending.max(1) as usize;
+        let mut pending = lock(&self.shared.pending);
+        if settings.block {
+            let deadline = Instant::now() + BLOCK_TIMEOUT;
+            while *pending >= max && !self.shared.flushing.load(Ordering::SeqCst) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    gst::warning!(CAT, imp = self, "no inference completed within {BLOCK_TIMEOUT:?}: window skipped");
+                    break;
+                }
+                pending = self.shared.drained.wait_timeout(pending, left).unwrap_or_else(|p| p.into_inner()).0;
+            }
+        }
+        if *pending >= max {
+            self.shared.skipped.fetch_add(1, Ordering::Relaxed);
+            gst::debug!(CAT, imp = self, "{} clips in inference: window skipped", *pending);
+            return false;
+        }
+        *pending += 1;
+        true
+    }
+
+    fn set_flushing(&self, flushing: bool) {
+        self.shared.flushing.store(flushing, Ordering::SeqCst);
+        // Under the lock, so that a waiter between its check and its wait
+        // cannot miss the wake-up.
+        let _pending = lock(&self.shared.pending);
+        self.shared.drained.notify_all();
     }
 
     fn job(&self, clip: runtime::preprocess::Clip, span: Span, settings: &StreamSettings, labels: Arc<Vec<String>>) -> Job {
@@ -655,7 +710,7 @@ impl SlowFast {
                     }
                     Err(why) => {
                         if let Some(el) = &element {
-                            gst::element_warning!(el, gst::LibraryError::Failed, ["inference failed: {why}"]);
+                            gst::element_warning!(el, gst::LibraryError::Failed, ("inference failed: {why}"));
                         }
                     }
                 }
@@ -688,6 +743,12 @@ impl SlowFast {
 }
 
 type Span = (Option<gst::ClockTime>, Option<gst::ClockTime>);
+
+/// Smallest width and height the element takes for a model whose input is
+/// `crop` pixels square: a quarter of it.
+fn min_side(crop: u32) -> u32 {
+    crop.div_ceil(4).max(2)
+}
 
 fn frame_duration(info: &gst_video::VideoInfo) -> Option<gst::ClockTime> {
     let fps = info.fps();

@@ -7,18 +7,21 @@
 //! running time since the first frame ever (so an outage shows as a gap of
 //! its real length), and the following frames keep the source's spacing.
 //!
-//! Files are paced so that no prediction is skipped: the element never
-//! holds frames back and skips a window when `max-pending` clips are still
-//! in inference, which suits a camera but would make a file's predictions
-//! depend on the machine's speed. Before a frame that makes a window due is
-//! pushed, the bridge waits until the element has room for it.
+//! Files keep their own timestamps too, made strictly increasing: a
+//! repeated or missing timestamp (decoders of packed-B-frame MPEG-4 give
+//! them) is replaced by the previous one plus a frame duration, so every
+//! decoded frame is a frame the encoder and the muxer take.
+//!
+//! Caps follow the source: a resolution change mid-stream reaches the
+//! element (which restarts its window) and the encoder's scaler, which keeps
+//! the first size (rounded up to even, as 4:2:0 H.264 needs).
+//!
+//! Files are not paced here: the element holds a frame that makes a window
+//! due while `max-pending` clips are in inference (`block`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use crate::model_info::ModelInfo;
-use crate::ring::{ClipRing, RingConfig};
+use std::time::Instant;
 
 use gst::prelude::*;
 
@@ -28,20 +31,11 @@ const LIVE_QUEUE: u64 = 30;
 /// Frames a file may queue: the appsrc blocks decoding beyond this.
 pub const FILE_QUEUE: u64 = 4;
 
-/// Longest wait for one prediction before a file frame is pushed anyway
-/// (an inference error posts no prediction).
-const PACE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What pacing a file needs to know about the element.
-pub struct Pacing {
-    pub element: gst::Element,
-    pub model: ModelInfo,
-}
-
 pub struct Bridge {
     appsrc: gst_app::AppSrc,
     live: bool,
-    pacing: Option<Pacing>,
+    /// The capsfilter before the encoder, given the first size.
+    encode_size: Option<gst::Element>,
     state: Mutex<State>,
     /// Frames pushed into the output, over all connections.
     pub frames: AtomicU64,
@@ -51,8 +45,15 @@ pub struct Bridge {
 
 #[derive(Default)]
 struct State {
-    caps_set: bool,
+    /// Caps of the latest source frame, as they came.
+    source_caps: Option<gst::Caps>,
+    /// The first caps, which the encoder keeps.
+    first_caps: Option<gst::Caps>,
+    /// Caps given to the appsrc last.
+    caps: Option<gst::Caps>,
     size: Option<(u32, u32)>,
+    /// Frame duration from the caps, for timestamps made up (files).
+    frame_ns: u64,
     /// Frames of the current connection.
     session_frames: u64,
     last_frame: Option<Instant>,
@@ -61,8 +62,6 @@ struct State {
     /// Output PTS minus source PTS for this connection (live), in ns.
     offset: Option<i128>,
     last_pts: Option<gst::ClockTime>,
-    /// Frames of a full window at the stream's rate (pacing).
-    window: Option<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -70,10 +69,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Bridge {
-    /// `pacing` is used for files only.
-    pub fn new(appsrc: gst_app::AppSrc, live: bool, pacing: Pacing) -> Bridge {
-        let pacing = (!live).then_some(pacing);
-        Bridge { appsrc, live, pacing, state: Mutex::default(), frames: AtomicU64::new(0), dropped: AtomicU64::new(0) }
+    /// `encode_size` is the capsfilter that fixes the encoded size, if
+    /// anything is encoded.
+    pub fn new(appsrc: gst_app::AppSrc, live: bool, encode_size: Option<gst::Element>) -> Bridge {
+        Bridge { appsrc, live, encode_size, state: Mutex::default(), frames: AtomicU64::new(0), dropped: AtomicU64::new(0) }
     }
 
     /// A new connection starts: its timestamps get a new offset.
@@ -105,36 +104,27 @@ impl Bridge {
         // a copy when its timestamps are rewritten or the caption drawn.
         drop(sample);
         let mut s = lock(&self.state);
-        if !s.caps_set {
-            let Some(caps) = caps else {
-                gst::element_error!(self.appsrc, gst::CoreError::Negotiation, ["the decoded video has no caps"]);
-                return Err(gst::FlowError::NotNegotiated);
-            };
-            if let Ok(info) = gst_video::VideoInfo::from_caps(&caps) {
-                s.size = Some((info.width(), info.height()));
-                if let Some(p) = &self.pacing {
-                    // The element sizes its window the same way.
-                    let fps = info.fps();
-                    let fps = if fps.numer() > 0 && fps.denom() > 0 { fps.numer() as f64 / fps.denom() as f64 } else { 30.0 };
-                    s.window = Some(ClipRing::new(RingConfig::from_model(&p.model), fps).capacity() as u64);
-                }
+        match caps {
+            Some(caps) if s.source_caps.as_ref() != Some(&caps) => {
+                s.source_caps = Some(caps.clone());
+                self.new_caps(&mut s, caps);
             }
-            self.appsrc.set_caps(Some(&caps));
-            s.caps_set = true;
+            Some(_) => {}
+            None if s.caps.is_none() => {
+                gst::element_error!(self.appsrc, gst::CoreError::Negotiation, ("the decoded video has no caps"));
+                return Err(gst::FlowError::NotNegotiated);
+            }
+            None => {}
         }
-        if self.live {
-            let pts = self.live_pts(&mut s, buffer.pts());
+        let pts = if self.live { self.live_pts(&mut s, buffer.pts()) } else { file_pts(&mut s, buffer.pts()) };
+        if buffer.pts() != Some(pts) || buffer.dts().is_some() {
             let b = buffer.make_mut();
             b.set_pts(pts);
             b.set_dts(gst::ClockTime::NONE);
         }
         s.session_frames += 1;
         s.last_frame = Some(Instant::now());
-        let (n, window) = (s.session_frames, s.window);
         drop(s);
-        if let (Some(p), Some(window)) = (&self.pacing, window) {
-            pace(p, n, window);
-        }
         if self.live && self.appsrc.current_level_buffers() >= LIVE_QUEUE {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(gst::FlowSuccess::Ok);
@@ -144,6 +134,56 @@ impl Bridge {
             self.frames.fetch_add(1, Ordering::Relaxed);
         }
         r
+    }
+
+    /// First caps, or a change (resolution, rate) in the middle of a
+    /// connection: the element restarts its window, the encoder keeps the
+    /// first caps (a renegotiated encoder would start a new SPS, which the
+    /// MP4 muxer refuses).
+    fn new_caps(&self, s: &mut State, caps: gst::Caps) {
+        let mut caps = caps;
+        match &s.first_caps {
+            None => {
+                s.first_caps = Some(caps.clone());
+                if let Ok(info) = gst_video::VideoInfo::from_caps(&caps) {
+                    let fps = info.fps();
+                    s.frame_ns = if fps.numer() > 0 && fps.denom() > 0 {
+                        (1_000_000_000u128 * fps.denom() as u128 / fps.numer() as u128) as u64
+                    } else {
+                        1_000_000_000 / 30
+                    };
+                    let (w, h) = (info.width(), info.height());
+                    s.size = Some((w, h));
+                    if let Some(filter) = &self.encode_size {
+                        let even = |v: u32| (v + v % 2) as i32;
+                        let mut fixed = caps.clone();
+                        fixed.make_mut().set("width", even(w));
+                        fixed.make_mut().set("height", even(h));
+                        filter.set_property("caps", fixed);
+                    }
+                }
+            }
+            Some(first) => {
+                // The timestamps are the bridge's: a new nominal rate only
+                // would renegotiate the encoder.
+                if let Some(rate) = first.structure(0).and_then(|st| st.value("framerate").ok()) {
+                    caps.make_mut().set_value("framerate", rate.clone());
+                }
+                let s0 = first.structure(0);
+                for field in ["pixel-aspect-ratio", "colorimetry", "chroma-site", "interlace-mode"] {
+                    let Some(st) = caps.make_mut().structure_mut(0) else { continue };
+                    match s0.and_then(|f| f.value(field).ok()) {
+                        Some(v) => st.set_value(field, v.clone()),
+                        None => st.remove_field(field),
+                    }
+                }
+                if s.caps.as_ref() == Some(&caps) {
+                    return;
+                }
+            }
+        }
+        self.appsrc.set_caps(Some(&caps));
+        s.caps = Some(caps);
     }
 
     fn live_pts(&self, s: &mut State, pts: Option<gst::ClockTime>) -> gst::ClockTime {
@@ -169,31 +209,17 @@ impl Bridge {
     }
 }
 
-/// Waits until the element can take the window frame `n` makes due
-/// without skipping it: completed predictions >= due - max-pending, and
-/// fewer than max-pending clips in inference (a finished job is counted
-/// as a prediction a moment before it leaves `pending`; under load the
-/// first alone let a window through to be skipped).
-fn pace(p: &Pacing, n: u64, window: u64) {
-    let stride = u64::from(p.element.property::<u32>("stride").max(1));
-    if n < window || !(n - window).is_multiple_of(stride) {
-        return;
-    }
-    let due = 1 + (n - window) / stride;
-    let max_pending = u64::from(p.element.property::<u32>("max-pending"));
-    let skipped_before = p.element.property::<u64>("skipped");
-    let start = Instant::now();
-    let busy = || {
-        p.element.property::<u64>("predictions") + max_pending < due || u64::from(p.element.property::<u32>("pending")) >= max_pending
+/// A file frame's timestamp, strictly after the previous one: its own
+/// when it is, else the previous one plus a frame duration.
+fn file_pts(s: &mut State, pts: Option<gst::ClockTime>) -> gst::ClockTime {
+    let out = match (pts, s.last_pts) {
+        (Some(p), Some(last)) if p > last => p,
+        (Some(p), None) => p,
+        (_, Some(last)) => last + gst::ClockTime::from_nseconds(s.frame_ns.max(1)),
+        (None, None) => gst::ClockTime::ZERO,
     };
-    while busy() {
-        // A reset window (caps change, timestamp gap) or a skip means the
-        // count no longer matches the element's: stop waiting.
-        if start.elapsed() > PACE_TIMEOUT || p.element.property::<u64>("skipped") > skipped_before {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    s.last_pts = Some(out);
+    out
 }
 
 fn ns(v: i128) -> gst::ClockTime {

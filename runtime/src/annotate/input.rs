@@ -160,6 +160,10 @@ impl SourcePipeline {
         };
         let pipeline_weak = pipeline.downgrade();
         let convert_weak = convert.downgrade();
+        // What the decoder exposed: without a video stream nothing ever
+        // reaches the appsink and the pipeline would wait forever.
+        let found: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let found_added = found.clone();
         decoder.connect_pad_added(move |_, pad| {
             let (Some(pipeline), Some(convert)) = (pipeline_weak.upgrade(), convert_weak.upgrade()) else { return };
             let is_video = pad
@@ -167,6 +171,12 @@ impl SourcePipeline {
                 .or_else(|| Some(pad.query_caps(None)))
                 .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
                 .unwrap_or(false);
+            let kind = pad
+                .current_caps()
+                .or_else(|| Some(pad.query_caps(None)))
+                .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
+                .unwrap_or_else(|| "an unknown stream".into());
+            found_added.lock().unwrap_or_else(|p| p.into_inner()).push(kind);
             let target = convert.static_pad("sink");
             match target {
                 Some(sinkpad) if is_video && !sinkpad.is_linked() => {
@@ -189,6 +199,18 @@ impl SourcePipeline {
                     }
                 }
             }
+        });
+        let pipeline_weak = pipeline.downgrade();
+        let convert_weak = convert.downgrade();
+        let name = input.name();
+        decoder.connect_no_more_pads(move |_| {
+            let (Some(pipeline), Some(convert)) = (pipeline_weak.upgrade(), convert_weak.upgrade()) else { return };
+            if convert.static_pad("sink").is_some_and(|p| p.is_linked()) {
+                return;
+            }
+            let found = found.lock().unwrap_or_else(|p| p.into_inner());
+            let streams = if found.is_empty() { "no stream at all".to_string() } else { format!("only {}", found.join(", ")) };
+            gst::element_error!(pipeline, gst::StreamError::WrongType, ("no video stream in {name} (it holds {streams})"));
         });
         let bus = pipeline.bus().ok_or_else(|| AnnotateError::Pipeline("the source pipeline has no bus".into()))?;
         Ok(SourcePipeline { pipeline, bus })

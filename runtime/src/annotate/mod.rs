@@ -5,11 +5,17 @@
 //!
 //! ```text
 //!  source pipeline (one per connection)        output pipeline (one per run)
-//!  uridecodebin | v4l2src ! decodebin           appsrc ! slowfast draw=true ! videoconvert
-//!    ! videoconvert ! videoscale                  ! x264enc ! tee ┬ queue ! h264parse ! mp4mux ! filesink
-//!    ! I420 (size pinned after the first           └ queue ! h264parse ! appsink ──► RTSP media appsrc(s)
-//!      connection) ! appsink ── Bridge ──►
+//!  uridecodebin | v4l2src ! decodebin           appsrc ! slowfast draw=true ! videoconvert ! videoscale
+//!    ! videoconvert ! videoscale                  ! first caps, even size ! x264enc
+//!    ! I420 (size pinned after the first            ! tee ┬ queue ! h264parse ! mp4mux ! filesink
+//!      connection) ! appsink ── Bridge ──►              └ queue ! h264parse ! appsink ──► RTSP media appsrc(s)
 //! ```
+//!
+//! The encoder sees one size for the whole run: the first one, rounded up
+//! to even (x264 takes no odd 4:2:0 size); frames of another size (a
+//! resolution change mid-stream) are scaled to it, while the element sees
+//! them as they are and restarts its window. A source without a video
+//! stream is an error as soon as its decoder has exposed every stream.
 //!
 //! Why two pipelines: a lost camera is torn down and rebuilt with back-off
 //! while the output pipeline (element state, encoder, MP4 muxer, RTSP

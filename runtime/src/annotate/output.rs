@@ -19,6 +19,9 @@ pub struct OutputPipeline {
     pub pipeline: gst::Pipeline,
     pub appsrc: gst_app::AppSrc,
     pub slowfast: gst::Element,
+    /// Fixes the encoded size: the bridge sets it to the first frame size,
+    /// rounded up to even (x264 takes no odd 4:2:0 size).
+    pub encode_size: Option<gst::Element>,
     pub bus: gst::Bus,
 }
 
@@ -37,15 +40,23 @@ impl OutputPipeline {
             .build();
         let slowfast = make("slowfast")?;
         configure(&slowfast, &opts.element)?;
+        // A file loses nothing by waiting for inference: its predictions
+        // then do not depend on the machine's speed.
+        slowfast.set_property("block", !live);
         pipeline.add_many([appsrc.upcast_ref(), &slowfast]).map_err(pipeline_error)?;
         appsrc.link(&slowfast).map_err(pipeline_error)?;
 
+        let mut encode_size = None;
         if opts.output.is_none() && feeds.is_none() {
             let sink = gst::ElementFactory::make("fakesink").property("sync", false).build().map_err(pipeline_error)?;
             pipeline.add(&sink).map_err(pipeline_error)?;
             slowfast.link(&sink).map_err(pipeline_error)?;
         } else {
             let convert = make("videoconvert")?;
+            // Frames of another size than the first (a resolution change
+            // mid-stream) are scaled back to it.
+            let scale = make("videoscale")?;
+            let size = make("capsfilter")?;
             let encoder = make("x264enc")?;
             // Encoding must keep up with a live camera on an edge CPU, and a
             // live viewer wants no B-frame reordering delay.
@@ -53,8 +64,9 @@ impl OutputPipeline {
             encoder.set_property_from_str("speed-preset", "ultrafast");
             encoder.set_property("key-int-max", opts.key_interval);
             let tee = make("tee")?;
-            pipeline.add_many([&convert, &encoder, &tee]).map_err(pipeline_error)?;
-            gst::Element::link_many([&slowfast, &convert, &encoder, &tee]).map_err(pipeline_error)?;
+            pipeline.add_many([&convert, &scale, &size, &encoder, &tee]).map_err(pipeline_error)?;
+            gst::Element::link_many([&slowfast, &convert, &scale, &size, &encoder, &tee]).map_err(pipeline_error)?;
+            encode_size = Some(size);
             if let Some(path) = &opts.output {
                 add_file_branch(&pipeline, &tee, path)?;
             }
@@ -64,7 +76,7 @@ impl OutputPipeline {
             }
         }
         let bus = pipeline.bus().ok_or_else(|| AnnotateError::Pipeline("the output pipeline has no bus".into()))?;
-        Ok(OutputPipeline { pipeline, appsrc, slowfast, bus })
+        Ok(OutputPipeline { pipeline, appsrc, slowfast, encode_size, bus })
     }
 }
 
@@ -76,7 +88,7 @@ fn configure(el: &gst::Element, s: &ElementSettings) -> Result<(), AnnotateError
             ))
         })
     };
-    for name in ["model", "labels", "backend", "strict", "fp16", "threads", "engine-cache-dir", "stride", "top-k", "draw"] {
+    for name in ["model", "labels", "backend", "strict", "fp16", "threads", "engine-cache-dir", "stride", "top-k", "draw", "block"] {
         check(name)?;
     }
     el.set_property("model", s.model.display().to_string());

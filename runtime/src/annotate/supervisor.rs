@@ -12,8 +12,7 @@ use gst::prelude::*;
 use serde::Serialize;
 
 use super::Options;
-use super::bridge::{Bridge, Pacing};
-use crate::model_info::ModelInfo;
+use super::bridge::Bridge;
 use super::error::AnnotateError;
 use super::input::SourcePipeline;
 use super::output::OutputPipeline;
@@ -104,10 +103,7 @@ pub fn run(opts: &Options, interrupts: &AtomicUsize, on_event: &mut dyn FnMut(Ev
         None => None,
     };
     let output = OutputPipeline::build(opts, server.as_ref().map(|s| s.feeds.clone()))?;
-    let model = ModelInfo::from_file(&opts.element.model)
-        .map_err(|e| AnnotateError::Pipeline(format!("model {}: {e}", opts.element.model.display())))?;
-    let pacing = Pacing { element: output.slowfast.clone(), model };
-    let bridge = Arc::new(Bridge::new(output.appsrc.clone(), opts.input.is_live(), pacing));
+    let bridge = Arc::new(Bridge::new(output.appsrc.clone(), opts.input.is_live(), output.encode_size.clone()));
     if output.pipeline.set_state(gst::State::Playing).is_err() {
         let why = first_error(&output.bus).unwrap_or_else(|| "the output pipeline did not start".into());
         let _ = output.pipeline.set_state(gst::State::Null);
@@ -129,17 +125,22 @@ pub fn run(opts: &Options, interrupts: &AtomicUsize, on_event: &mut dyn FnMut(Ev
         on_event,
     };
     let result = sv.run_loop(interrupts);
-    let summary = sv.summary();
+    let mut summary = sv.summary();
     let _ = sv.output.pipeline.set_state(gst::State::Null);
     if let Some(s) = server.as_mut() {
         s.stop();
     }
-    if summary.frames == 0 {
-        // Nothing was encoded: an empty MP4 would only mislead.
-        if let Some(path) = &opts.output {
-            let _ = std::fs::remove_file(path);
-        }
+    // Nothing encoded, or the output pipeline failed before the muxer
+    // finalised the file (its index is missing): a file left there would
+    // only mislead. A source that failed after frames was finalised (EOS
+    // went through the output), so that file stays.
+    let broken = matches!(result, Err(AnnotateError::Pipeline(_) | AnnotateError::DrainTimeout(_)));
+    if let Some(path) = &opts.output
+        && (summary.frames == 0 || broken)
+    {
+        let _ = std::fs::remove_file(path);
     }
+    summary.output = opts.output.clone().filter(|p| p.is_file());
     result.map(|()| summary)
 }
 
@@ -189,10 +190,16 @@ impl Supervisor<'_> {
                     }
                 }
                 gst::MessageView::Warning(w) => {
-                    (self.on_event)(Event::Warning(format!("{}: {}", source_name(&msg), w.error())));
+                    (self.on_event)(Event::Warning(format!("{}: {}{}", source_name(&msg), w.error(), debug_tail(w.debug()))));
                 }
                 gst::MessageView::Error(e) => {
-                    return Err(AnnotateError::Pipeline(format!("{}: {}{}", source_name(&msg), e.error(), debug_tail(e.debug()))));
+                    return Err(AnnotateError::Pipeline(format!(
+                        "annotating {}: {}: {}{}",
+                        self.opts.input.name(),
+                        source_name(&msg),
+                        e.error(),
+                        debug_tail(e.debug())
+                    )));
                 }
                 gst::MessageView::Eos(_) if self.finishing.is_some() => return Ok(true),
                 _ => {}
@@ -216,7 +223,7 @@ impl Supervisor<'_> {
                     break;
                 }
                 gst::MessageView::Warning(w) => {
-                    (self.on_event)(Event::Warning(format!("{}: {}", source_name(&msg), w.error())));
+                    (self.on_event)(Event::Warning(format!("{}: {}{}", source_name(&msg), w.error(), debug_tail(w.debug()))));
                 }
                 _ => {}
             }
@@ -354,7 +361,8 @@ impl Supervisor<'_> {
             skipped: counter("skipped"),
             outages: self.outages,
             outage_s: self.outage_total.as_secs_f64(),
-            output: self.opts.output.clone().filter(|p| p.exists()),
+            // Known once the output pipeline has stopped (see `run`).
+            output: None,
         }
     }
 }
@@ -385,9 +393,14 @@ fn source_name(msg: &gst::Message) -> String {
     msg.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into())
 }
 
-/// The last line of GStreamer's debug text, which usually says why.
+/// The last line of GStreamer's debug text, which usually says why; none
+/// when the text is only the first line GStreamer writes (source file,
+/// function and element path).
 fn debug_tail(debug: Option<gst::glib::GString>) -> String {
-    debug
-        .and_then(|d| d.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!(" ({})", l.trim())))
-        .unwrap_or_default()
+    let Some(debug) = debug else { return String::new() };
+    let lines: Vec<&str> = debug.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    match lines.as_slice() {
+        [_, .., last] => format!(" ({last})"),
+        _ => String::new(),
+    }
 }

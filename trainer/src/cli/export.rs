@@ -33,7 +33,10 @@
 //!       --weights runs/demo/checkpoints/checkpoint_epoch_12.safetensors --out models/demo/model.onnx
 //!   ```
 //!
-//! The file is written atomically (temporary file, then rename).
+//! The file is written atomically (temporary file, then rename). Temporary
+//! files an interrupted export left beside the output (`.NAME.PID.tmp`, as
+//! large as a model) are removed by the next export to the same path, unless
+//! their process is still running.
 
 use std::path::PathBuf;
 
@@ -169,6 +172,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ..ExportOptions::new(names)
     };
     let bytes = export::export_onnx(&model, &opts)?;
+    remove_stale_temporaries(&a.out);
     export::write_model(&a.out, &bytes)?;
     report(&a, &config, &opts, bytes.len(), arch.name());
     Ok(())
@@ -216,9 +220,34 @@ fn run_recipe(a: Args, path: &std::path::Path) -> anyhow::Result<()> {
         ..ExportOptions::new(names)
     };
     let bytes = export::export_onnx(&model, &opts)?;
+    remove_stale_temporaries(&a.out);
     export::write_model(&a.out, &bytes)?;
     report(&a, &config, &opts, bytes.len(), arch.map_or("custom", |p| p.name()));
     Ok(())
+}
+
+/// Removes `.NAME.PID.tmp` files beside `out` whose process is gone (an
+/// export killed before its rename). Best effort: a file that cannot be
+/// removed costs disk space, not the export.
+fn remove_stale_temporaries(out: &std::path::Path) {
+    let Some(name) = out.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".tmp")) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        // A pid with no /proc entry has exited (Linux); elsewhere nothing
+        // is removed.
+        let alive = !std::path::Path::new("/proc/self").exists() || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if pid != std::process::id() && !alive {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => eprintln!("removed {}, left by an interrupted export", entry.path().display()),
+                Err(e) => eprintln!("warning: cannot remove {}, left by an interrupted export: {e}", entry.path().display()),
+            }
+        }
+    }
 }
 
 fn report(a: &Args, config: &trainer::model::ModelConfig, opts: &ExportOptions, bytes: usize, arch: &str) {

@@ -48,7 +48,8 @@ pub struct Args {
     /// TensorRT engine cache directory.
     #[arg(long)]
     engine_dir: Option<PathBuf>,
-    /// Frames between two predictions.
+    /// Frames at the model's rate (its target fps, whatever the input's)
+    /// between two predictions.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     stride: u32,
     /// Classes per prediction.

@@ -21,8 +21,9 @@ pub struct Args {
     /// Temporal clips x spatial crops (the Kinetics test protocol is 10x3).
     #[arg(long, default_value = "10x3")]
     views: Views,
-    #[arg(long, default_value_t = 5)]
-    top_k: usize,
+    /// Classes reported per video.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    top_k: u32,
     /// One JSON object per video on stdout.
     #[arg(long)]
     json: bool,
@@ -36,7 +37,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let provider = engine.provider().to_string();
     let mut failed = 0;
     for video in &a.videos {
-        match classify_video(&mut engine, video, a.views, a.top_k) {
+        match classify_video(&mut engine, video, a.views, a.top_k as usize) {
             Ok(r) => {
                 if a.json {
                     let mut v = serde_json::to_value(&r)?;
