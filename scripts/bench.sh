@@ -32,3 +32,6 @@ taskset -c 0 "$bin/trainer" bench-loader --clips 40 --python "$py" "$repo"/../sh
 
 echo "## Training step, R50 8x8, batch 2, 32 frames at 128, 2 threads: trainer vs PyTorch"
 "$bin/trainer" bench-train --arch slowfast_8x8_r50 --batch 2 --size 128 --threads 2 --iters 8 --pytorch "$py"
+
+echo "## Data parallel, R50 8x8, global batch 4 at 128: gradient all-reduce over Gloo loopback; 2 processes x 1 thread vs 1 x 2; vs PyTorch DDP"
+"$bin/trainer" bench-dist --arch slowfast_8x8_r50 --batch 4 --size 128 --python "$py"
