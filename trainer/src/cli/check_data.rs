@@ -67,5 +67,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for (_, e) in bad.iter().take(10) {
         println!("  {e}");
     }
+    if n > 0 && bad.len() == n {
+        anyhow::bail!("none of the {n} videos of {} is readable (reasons in {})", a.list.display(), a.out.display());
+    }
     Ok(())
 }
