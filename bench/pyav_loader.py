@@ -2,7 +2,7 @@
 
 Run (after `bash scripts/setup-pyref.sh`), normally from `trainer bench-loader`:
 
-    ~/.cache/slowfast/pyref/bin/python bench/pyav_loader.py --clips 40 ../shared/data/videos/*
+    ~/.cache/slowfast/pyref/bin/python bench/pyav_loader.py --clips 40 data/videos/*
 
 What one clip costs, as PySlowFast's `Kinetics.__getitem__` does it in
 training (`DECODING_BACKEND: pyav`, no multi-threaded decode): open the

@@ -21,14 +21,14 @@ echo "## SlowFast R50 8x8 forward, batch 1, 224, 2 threads: trainer (tch) vs PyT
 echo "## Exported R50 8x8 at 224 on the CPU engine vs Python ONNX Runtime (same file), and preprocessing"
 model="$work/slowfast_8x8_r50_224.onnx"
 [ -f "$model" ] || "$bin/trainer" export --arch slowfast_8x8_r50 --random-init \
-  --labels ../shared/data/labels/kinetics400.txt --crop 224 --out "$model"
+  --labels "$repo"/models/kinetics400.txt --crop 224 --out "$model"
 "$bin/slowfast" bench --model "$model" --threads 2 --iters 10 --python "$py"
 
 echo "## The slowfast element's frame path (1080p, tiny model, prediction every 32 frames) vs identity, and a live 720p30 source"
 "$bin/slowfast" bench-pipeline --live-seconds 60 --rounds 3 --frames 1200
 
 echo "## Training loader on the real clips, one core: trainer (GStreamer + tch) vs PySlowFast's PyAV loader"
-taskset -c 0 "$bin/trainer" bench-loader --clips 40 --python "$py" "$repo"/../shared/data/videos/*
+taskset -c 0 "$bin/trainer" bench-loader --clips 40 --python "$py" "$repo"/data/videos/*
 
 echo "## Training step, R50 8x8, batch 2, 32 frames at 128, 2 threads: trainer vs PyTorch"
 "$bin/trainer" bench-train --arch slowfast_8x8_r50 --batch 2 --size 128 --threads 2 --iters 8 --pytorch "$py"

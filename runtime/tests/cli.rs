@@ -13,7 +13,7 @@ fn fixture() -> PathBuf {
 }
 
 fn shared(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos").join(name).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/videos").join(name).display().to_string()
 }
 
 const CLIPS: [&str; 4] =

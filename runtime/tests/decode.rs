@@ -1,4 +1,4 @@
-//! Decoding the real clips of `../shared/data/videos` and refusing bad input.
+//! Decoding the real clips of `data/videos` and refusing bad input.
 #![cfg(feature = "gstreamer")]
 
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use runtime::decode::decode_all;
 
 fn shared(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos").join(name).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/videos").join(name).display().to_string()
 }
 
 #[test]

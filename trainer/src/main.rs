@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run -p trainer -- info --arch slowfast_8x8_r50
-//! cargo run -p trainer -- demo ../shared/data/videos/archery_paddlevideo_example.avi
+//! cargo run -p trainer -- demo data/videos/archery_paddlevideo_example.avi
 //! cargo run --release -p trainer -- bench --pytorch ~/.cache/slowfast/pyref/bin/python
 //! ```
 

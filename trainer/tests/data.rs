@@ -222,7 +222,7 @@ mod video {
     /// B-frame with its neighbour.)
     #[test]
     fn seeking_gives_the_frames_a_full_decode_gives() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/videos");
         for (name, starts) in [
             ("mmaction2_test.mp4", [150, 151]),
             ("mmaction2_demo.mp4", [90, 201]),
@@ -263,7 +263,7 @@ mod video {
     /// between key frames) and Matroska gives the MP4's clip, bit for bit.
     #[test]
     fn remuxed_streams_give_the_frames_of_the_mp4() {
-        let mp4 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos/mmaction2_test.mp4");
+        let mp4 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/videos/mmaction2_test.mp4");
         let dir = tempfile::tempdir().unwrap();
         let want: Vec<usize> = (100..164).step_by(2).collect();
         let clip = |path: &Path| trainer::data::decode::decode_clips(path, |_, _| vec![want.clone()]).unwrap().remove(0);

@@ -9,11 +9,11 @@ use trainer::clip::{KINETICS_MEAN, KINETICS_STD, frames_to_tensor, pathways, pre
 use trainer::model::{Preset, SlowFast};
 use trainer::weights::{self, LoadMode};
 
-const DEFAULT_VIDEO: &str = "../shared/data/videos/archery_paddlevideo_example.avi";
+const DEFAULT_VIDEO: &str = "data/videos/archery_paddlevideo_example.avi";
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Video file or URI [default: the archery clip of ../shared/data].
+    /// Video file or URI [default: the repository's archery clip, data/videos].
     video: Option<String>,
     #[arg(long, value_enum, default_value = "slowfast_8x8_r50")]
     arch: Preset,
@@ -26,7 +26,7 @@ pub struct Args {
     threads: i32,
 }
 
-/// The repository's `../shared` folder, wherever the command is run from.
+/// The repository's clip, wherever the command is run from.
 fn default_video() -> String {
     let from_crate = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_VIDEO);
     from_crate.canonicalize().map(|p| p.display().to_string()).unwrap_or_else(|_| DEFAULT_VIDEO.to_string())

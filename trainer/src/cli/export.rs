@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! trainer export --arch slowfast_8x8_r50 --weights w.safetensors \
-//!     --labels ../shared/data/labels/kinetics400.txt --out models/slowfast_8x8_r50.onnx
+//!     --labels models/kinetics400.txt --out models/slowfast_8x8_r50.onnx
 //! trainer export --arch slowfast_4x16_r50 --random-init --num-classes 400 --out /tmp/m.onnx \
 //!     --output logits --crop 224 --dynamic-spatial --recipe-file configs/k400_4x16.yaml
 //! ```

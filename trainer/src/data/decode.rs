@@ -673,7 +673,7 @@ mod tests {
         let short = dir.path().join("five_frames.mp4");
         let frames: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i * 40; 64 * 64 * 3]).collect();
         crate::synth::write::write_mp4(&frames, 64, &short).unwrap();
-        let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos");
+        let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/videos");
         let names = ["mmaction2_test.mp4", "mmaction2_demo.mp4", "mmaction2_test.avi", "archery_paddlevideo_example.avi"];
         for video in names.iter().map(|n| shared.join(n)).chain([short]) {
             let told = |gated| {
@@ -688,7 +688,7 @@ mod tests {
     /// MPEG-TS (no index) they may not, and that is noticed.
     #[test]
     fn a_seek_that_misses_key_frames_is_noticed() {
-        let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos");
+        let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/videos");
         let dir = tempfile::tempdir().unwrap();
         let ts = dir.path().join("remuxed.ts");
         let mp4 = shared.join("mmaction2_test.mp4");
