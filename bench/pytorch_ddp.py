@@ -15,10 +15,9 @@ import time
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from pytorch_eager import ARCHS, FAST_FRAMES, build, timings
-from pytorch_train_step import param_groups
+from pytorch_train_step import param_groups, train_steps
 
 
 def main():
@@ -52,16 +51,7 @@ def main():
     slow = torch.randn(args.batch, 3, t_slow, args.size, args.size)
     labels = torch.randint(400, (args.batch,))
     dist.barrier()
-    times = []
-    for i in range(args.warmup + args.iters):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(ddp([slow, fast]), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        assert loss.item() == loss.item(), "loss is NaN"
-        if i >= args.warmup:
-            times.append((time.perf_counter() - t0) * 1e3)
+    times = train_steps(ddp, opt, slow, fast, labels, args.warmup, args.iters)
     if rank == 0:
         print(json.dumps({
             "impl": "pytorch-ddp-gloo",

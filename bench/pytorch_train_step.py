@@ -38,6 +38,23 @@ def param_groups(model):
     ]
 
 
+def train_steps(model, opt, slow, fast, labels, warmup, iters):
+    """Milliseconds of each step after `warmup`: forward, loss, backward, SGD."""
+    times = []
+    for i in range(warmup + iters):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model([slow, fast]), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        dt = time.perf_counter() - t0
+        assert value == value, "loss is NaN"
+        if i >= warmup:
+            times.append(dt * 1e3)
+    return times
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=sorted(ARCHS), default="8x8")
@@ -59,18 +76,7 @@ def main():
     slow = torch.randn(args.batch, 3, t_slow, args.size, args.size)
     labels = torch.randint(400, (args.batch,))
 
-    times = []
-    for i in range(args.warmup + args.iters):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(model([slow, fast]), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        value = loss.item()
-        dt = time.perf_counter() - t0
-        assert value == value, "loss is NaN"
-        if i >= args.warmup:
-            times.append(dt * 1e3)
+    times = train_steps(model, opt, slow, fast, labels, args.warmup, args.iters)
 
     print(json.dumps({
         "impl": "pytorch-train-step",

@@ -16,6 +16,7 @@ use trainer::dist::ffi::Reducer;
 use trainer::dist::{Backend, Dist, Launch};
 use trainer::model::{Preset, SlowFast};
 use trainer::recipe::SolverSection;
+use trainer::train::step::all_reduce_flat;
 use trainer::train::{loss_fn, optim::Optimizer};
 
 use super::bench::{arch_flag, summarise};
@@ -134,12 +135,7 @@ fn worker(a: &Args) -> anyhow::Result<()> {
     let overlapped = steps(a, &mut n, Some(&mut reducer), |_| Ok(()))?;
     drop(reducer);
     d.group.barrier()?;
-    let after = steps(a, &mut n, None, |sgd| {
-        let grads = sgd.grads();
-        let flat = Tensor::cat(&grads.iter().map(|g| g.view(-1)).collect::<Vec<_>>(), 0);
-        d.group.all_reduce_sum(&[&flat])?;
-        Ok(())
-    })?;
+    let after = steps(a, &mut n, None, |sgd| Ok(all_reduce_flat(&d, &sgd.grads())?))?;
     if d.is_main() {
         println!(
             "{}",

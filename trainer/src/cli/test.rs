@@ -135,18 +135,11 @@ fn gather(
     }
     let table = table.to_device(d.device);
     d.group.all_reduce_sum(&[&table]).map_err(|e| d.explain(0, "gathering test predictions", &e))?;
-    let text: String = skipped.iter().map(|f| format!("{}\t{}\n", f.name, f.why.replace('\n', " "))).collect();
-    let Some(texts) = d.gather_text("test_skipped", &text)? else { return Ok(None) };
+    let Some(skipped) = d.gather_failures("test_skipped", skipped)? else { return Ok(None) };
     let table = table.to_device(tch::Device::Cpu);
     let all = (0..n)
         .filter(|&i| table.double_value(&[i as i64, classes]) > 0.0)
         .map(|i| (i, table.get(i as i64).narrow(0, 0, classes).to_kind(Kind::Float)))
-        .collect();
-    let skipped = texts
-        .iter()
-        .flat_map(|t| t.lines())
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(name, why)| Failure { name: name.into(), why: why.into() })
         .collect();
     Ok(Some((all, skipped)))
 }

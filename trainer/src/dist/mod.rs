@@ -18,6 +18,8 @@ use std::time::Duration;
 use tch::{Device, Kind, Tensor, nn};
 
 pub use env::Launch;
+
+use crate::data::Failure;
 pub use ffi::{Backend, C10dError, Group, Store};
 
 /// This rank's connection to the others.
@@ -219,6 +221,21 @@ impl Dist {
             }
             Ok(())
         })
+    }
+
+    /// Rank 0 gets every rank's unreadable videos (in rank order); the
+    /// others `None`. Used for training epochs and the multi-view test.
+    pub fn gather_failures(&self, key: &str, failures: &[Failure]) -> Result<Option<Vec<Failure>>, DistError> {
+        let text: String = failures.iter().map(|f| format!("{}\t{}\n", f.name, f.why.replace('\n', " "))).collect();
+        let texts = self.gather_text(key, &text)?;
+        Ok(texts.map(|texts| {
+            texts
+                .iter()
+                .flat_map(|t| t.lines())
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(name, why)| Failure { name: name.to_string(), why: why.to_string() })
+                .collect()
+        }))
     }
 
     /// Rank 0 gets every rank's `text` (in rank order); the others `None`.

@@ -182,8 +182,9 @@ impl BatchNorm3d {
         let invstd = (&var + self.eps).rsqrt();
         let view = [1, c, 1, 1, 1];
         let kind = x.kind();
-        let scale = (&invstd * self.weight.to_kind(Kind::Double)).to_kind(kind).view(view);
-        let shift = (self.bias.to_kind(Kind::Double) - &mean * &invstd * self.weight.to_kind(Kind::Double)).to_kind(kind).view(view);
+        let gain = &invstd * self.weight.to_kind(Kind::Double);
+        let scale = gain.to_kind(kind).view(view);
+        let shift = (self.bias.to_kind(Kind::Double) - &mean * &gain).to_kind(kind).view(view);
         tch::no_grad(|| {
             let total = n.double_value(&[]);
             let m = self.momentum;

@@ -9,7 +9,7 @@ pub mod metrics;
 pub mod precise_bn;
 pub mod schedule;
 pub mod setup;
-mod step;
+pub mod step;
 pub mod optim;
 
 use std::path::{Path, PathBuf};
@@ -215,7 +215,7 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         state.epoch = epoch + 1;
         state.loss_scaler = step.scaler.as_deref().copied();
         let failures = match dist {
-            Some(d) => gather_failures(d, state.epoch, &failures)?,
+            Some(d) => d.gather_failures(&format!("failures/{}", state.epoch), &failures)?,
             None => Some(failures),
         };
         if let (Some(failures), Some(m)) = (failures, metrics.as_mut()) {
@@ -277,20 +277,6 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         checkpoint::write_atomic(&final_weights, |tmp| crate::weights::save(&vs, tmp).map_err(|e| e.to_string()))?;
     }
     Ok(Summary { epochs: state.epoch, resumed_from, final_weights, val_top1: last_val, skipped_videos: skipped_total })
-}
-
-/// Every rank's unreadable videos of `epoch`, for rank 0 to report.
-fn gather_failures(d: &Dist, epoch: usize, failures: &[Failure]) -> anyhow::Result<Option<Vec<Failure>>> {
-    let text: String = failures.iter().map(|f| format!("{}\t{}\n", f.name, f.why.replace('\n', " "))).collect();
-    let all = d.gather_text(&format!("failures/{epoch}"), &text)?;
-    Ok(all.map(|texts| {
-        texts
-            .iter()
-            .flat_map(|t| t.lines())
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(name, why)| Failure { name: name.to_string(), why: why.to_string() })
-            .collect()
-    }))
 }
 
 /// The epoch's unreadable videos: counted in the metrics and listed in

@@ -96,7 +96,7 @@ impl Step<'_> {
 /// Gradients averaged over the ranks after backward, in one flat
 /// all-reduce: the `dist.overlap: false` path, which the benchmark holds
 /// against DDP's Reducer.
-fn all_reduce_flat(d: &Dist, grads: &[Tensor]) -> Result<(), crate::dist::C10dError> {
+pub fn all_reduce_flat(d: &Dist, grads: &[Tensor]) -> Result<(), crate::dist::C10dError> {
     if grads.is_empty() {
         return Ok(());
     }
