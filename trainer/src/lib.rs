@@ -6,6 +6,7 @@ pub mod data;
 pub mod dist;
 pub mod export;
 pub mod model;
+pub mod multigrid;
 pub mod recipe;
 pub mod synth;
 pub mod train;

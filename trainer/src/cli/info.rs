@@ -4,6 +4,7 @@ use clap::Args as ClapArgs;
 use tch::{Device, nn};
 use trainer::model::{Preset, SlowFast};
 use trainer::recipe::Recipe;
+use trainer::train::schedule::lr_at;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -19,13 +20,19 @@ pub struct Args {
     /// Fast pathway frames.
     #[arg(long)]
     frames: Option<i64>,
+    /// Processes the recipe would train on (the multigrid table's BN).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let mut schedule = None;
     let (name, config, size, frames) = match &a.config {
         Some(path) => {
             let recipe = Recipe::load(path)?;
+            recipe.check_world(a.processes)?;
             let config = recipe.model_config().map_err(|(f, w)| anyhow::anyhow!("{}: {f}: {w}", path.display()))?;
+            schedule = recipe.multigrid().map(|m| m.table(a.processes, |s, e| lr_at(s, recipe.lr_scale(), e)));
             (recipe.name.clone(), config, recipe.test.crop_size as i64, recipe.data.num_frames as i64)
         }
         None => (a.arch.name().to_string(), a.arch.config(), 256, 32),
@@ -46,5 +53,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         2.0 * flops.bn_elements as f64 / 1e9,
         flops.linear_macs as f64 / 1e9
     );
+    if let Some(table) = schedule {
+        print!("{table}");
+    }
     Ok(())
 }

@@ -89,6 +89,61 @@ impl Shard {
         };
         (0..end).map(|j| self.rank + w * (b * bs + j)).filter(|&p| p < n).collect()
     }
+
+    /// Positions in the epoch's order of this rank's training batch that
+    /// starts `offset` clips into the rank's share and has `size` clips
+    /// (batches of several sizes: multigrid's short cycle).
+    pub fn train_positions(&self, offset: usize, size: usize) -> Vec<usize> {
+        let w = self.world.max(1);
+        (0..size).map(|j| self.rank + w * (offset + j)).collect()
+    }
+}
+
+/// One batch layout of an epoch; multigrid's short cycle turns through
+/// several, one per iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchShape {
+    /// Clips of this process.
+    pub batch_size: usize,
+    pub crop: u32,
+    /// Short-side range of the scale jitter before the crop.
+    pub jitter: [u32; 2],
+}
+
+/// The clip shape and batch layouts of one training epoch: the loader's
+/// own options, or what multigrid plans for the epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochLayout {
+    /// Fast-pathway frames.
+    pub frames: usize,
+    /// Each clip's sampling rate is drawn from this range (inclusive).
+    pub sampling_rates: [usize; 2],
+    /// Batch layouts in turn, one per iteration.
+    pub cycle: Vec<BatchShape>,
+}
+
+impl EpochLayout {
+    /// Batches of one epoch when each process has `n` samples, the
+    /// incomplete last one dropped.
+    pub fn batches(&self, n: usize) -> usize {
+        let mut used = 0;
+        let mut count = 0;
+        while let Some(b) = self.cycle.get(count % self.cycle.len().max(1)) {
+            if b.batch_size == 0 || used + b.batch_size > n {
+                break;
+            }
+            used += b.batch_size;
+            count += 1;
+        }
+        count
+    }
+
+    /// Clips of this process before batch `b`.
+    fn offset(&self, b: usize) -> usize {
+        let len = self.cycle.len().max(1);
+        let per_cycle: usize = self.cycle.iter().map(|s| s.batch_size).sum();
+        (b / len) * per_cycle + self.cycle.iter().take(b % len).map(|s| s.batch_size).sum::<usize>()
+    }
 }
 
 /// A video that could not be used, and why.
@@ -137,7 +192,26 @@ impl Loader {
 
     /// Batches this process reads per epoch (its shard's).
     pub fn batches_per_epoch(&self) -> usize {
-        self.opts.shard.batches(self.opts.mode, self.source.len(), self.opts.batch_size)
+        self.batches_in(&self.layout())
+    }
+
+    /// Batches this process reads in an epoch of `layout`.
+    pub fn batches_in(&self, layout: &EpochLayout) -> usize {
+        match self.opts.mode {
+            Mode::Train => layout.batches(self.source.len() / self.opts.shard.world.max(1)),
+            Mode::Val => self.opts.shard.batches(Mode::Val, self.source.len(), self.opts.batch_size),
+        }
+    }
+
+    /// The layout of the loader's own options: one batch size, crop and
+    /// jitter, the recipe's frames and sampling rate.
+    pub fn layout(&self) -> EpochLayout {
+        let o = &self.opts;
+        EpochLayout {
+            frames: o.temporal.num_frames,
+            sampling_rates: [o.temporal.sampling_rate; 2],
+            cycle: vec![BatchShape { batch_size: o.batch_size, crop: o.crop, jitter: o.jitter }],
+        }
     }
 
     /// The samples of `epoch` in the order they are read (shuffled by the
@@ -159,8 +233,15 @@ impl Loader {
 
     /// The batches of `epoch`, in order, decoded ahead on worker threads.
     pub fn epoch(&self, epoch: u64) -> EpochIter {
+        self.epoch_with(epoch, &self.layout())
+    }
+
+    /// [`Loader::epoch`] with the shapes of `layout` (training); the
+    /// workers go through every batch layout without restarting.
+    pub fn epoch_with(&self, epoch: u64, layout: &EpochLayout) -> EpochIter {
         let order = self.order(epoch);
-        let total = self.batches_per_epoch();
+        let total = self.batches_in(layout);
+        let layout = Arc::new(layout.clone());
         let in_flight = self.opts.workers.max(1) + self.opts.prefetch;
         let (tx, rx) = bounded(in_flight);
         let (ticket_tx, ticket_rx) = bounded(in_flight);
@@ -171,8 +252,8 @@ impl Loader {
         let order = Arc::new(order);
         let workers = (0..self.opts.workers.max(1))
             .map(|_| {
-                let (source, opts, order, next, bad) =
-                    (self.source.clone(), self.opts.clone(), order.clone(), next.clone(), self.bad.clone());
+                let (source, opts, order, next, bad, layout) =
+                    (self.source.clone(), self.opts.clone(), order.clone(), next.clone(), self.bad.clone(), layout.clone());
                 let (tx, ticket_rx): (Sender<_>, Receiver<()>) = (tx.clone(), ticket_rx.clone());
                 std::thread::spawn(move || {
                     while ticket_rx.recv().is_ok() {
@@ -180,7 +261,7 @@ impl Loader {
                         if b >= total {
                             break;
                         }
-                        let batch = make_batch(&source, &opts, &bad, &order, epoch, b);
+                        let batch = make_batch(&source, &opts, &layout, &bad, &order, epoch, b);
                         if tx.send((b, batch)).is_err() {
                             break;
                         }
@@ -254,11 +335,28 @@ fn sample_rng(seed: u64, epoch: u64, pos: usize, attempt: u64) -> Rng {
     Rng::at(seed, &[epoch, pos as u64, attempt])
 }
 
-fn make_batch(source: &Source, opts: &LoaderOptions, bad: &BadSet, order: &[usize], epoch: u64, b: usize) -> Result<Batch, LoaderError> {
-    let bs = opts.batch_size.max(1);
-    let positions = opts.shard.positions(opts.mode, order.len(), bs, b);
+fn make_batch(
+    source: &Source,
+    opts: &LoaderOptions,
+    layout: &EpochLayout,
+    bad: &BadSet,
+    order: &[usize],
+    epoch: u64,
+    b: usize,
+) -> Result<Batch, LoaderError> {
+    let (positions, shape) = match opts.mode {
+        Mode::Train => {
+            let shape = layout.cycle[b % layout.cycle.len()];
+            (opts.shard.train_positions(layout.offset(b), shape.batch_size), shape)
+        }
+        Mode::Val => {
+            let positions = opts.shard.positions(opts.mode, order.len(), opts.batch_size.max(1), b);
+            (positions, BatchShape { batch_size: opts.batch_size, crop: opts.crop, jitter: opts.jitter })
+        }
+    };
+    let bs = positions.len();
     // Clips are written straight into the batch, a row each.
-    let fast = empty_batch(positions.len(), opts.temporal.num_frames, opts.crop);
+    let fast = empty_batch(positions.len(), layout.frames, shape.crop);
     let mut labels = Vec::with_capacity(bs);
     let mut samples = Vec::with_capacity(bs);
     let mut failures = Vec::new();
@@ -271,7 +369,7 @@ fn make_batch(source: &Source, opts: &LoaderOptions, bad: &BadSet, order: &[usiz
             let known = bad.lock().ok().and_then(|b| b.get(&idx).cloned());
             let result = match known {
                 Some(why) => Err(super::SampleError::new(source.name(idx), why)),
-                None => load(source, opts, idx, &mut rng, &mut slot),
+                None => load(source, opts, layout, shape, idx, &mut rng, &mut slot),
             };
             match result {
                 Ok(()) => {
@@ -302,12 +400,24 @@ fn make_batch(source: &Source, opts: &LoaderOptions, bad: &BadSet, order: &[usiz
     Ok(Batch { slow, fast, labels: Tensor::from_slice(&labels), samples, failures })
 }
 
-fn load(source: &Source, opts: &LoaderOptions, idx: usize, rng: &mut Rng, out: &mut Tensor) -> Result<(), super::SampleError> {
+fn load(
+    source: &Source,
+    opts: &LoaderOptions,
+    layout: &EpochLayout,
+    shape: BatchShape,
+    idx: usize,
+    rng: &mut Rng,
+    out: &mut Tensor,
+) -> Result<(), super::SampleError> {
     match opts.mode {
         Mode::Train => {
             let position = ClipPosition::Random { fraction: rng.uniform() };
-            let raw = source.clips(idx, opts.temporal, &[position])?.remove(0);
-            train_view(&raw, rng, opts.jitter, opts.crop, opts.flip, &opts.normalize, out)
+            let [lo, hi] = layout.sampling_rates;
+            // PySlowFast's `get_random_sampling_rate`; one rate draws nothing.
+            let sampling_rate = if hi > lo { lo + rng.below(hi - lo + 1) } else { lo };
+            let temporal = Temporal { num_frames: layout.frames, sampling_rate, ..opts.temporal };
+            let raw = source.clips(idx, temporal, &[position])?.remove(0);
+            train_view(&raw, rng, shape.jitter, shape.crop, opts.flip, &opts.normalize, out)
                 .map_err(|why| super::SampleError::new(source.name(idx), why))
         }
         Mode::Val => {

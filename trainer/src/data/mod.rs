@@ -17,7 +17,7 @@ pub mod source;
 pub mod transform;
 
 pub use list::{Sample, read_list};
-pub use loader::{Batch, Failure, Loader, LoaderOptions, Mode, Shard};
+pub use loader::{Batch, BatchShape, EpochLayout, Failure, Loader, LoaderOptions, Mode, Shard};
 pub use source::{RawClip, Source};
 
 /// Why one sample could not be read; the loader counts it and moves on.

@@ -86,7 +86,7 @@ impl Dist {
             Device::Cuda(i) => i,
             _ => 0,
         };
-        let group = Group::new(&self.store, &format!("sync_bn_{g}/"), self.rank() % size, size, backend, self.timeout.as_millis() as i64, cuda)
+        let group = Group::new(&self.store, &format!("sync_bn_{size}_{g}/"), self.rank() % size, size, backend, self.timeout.as_millis() as i64, cuda)
             .map_err(|e| DistError(format!("rank {}: sync-BN group {g} did not form: {e}", self.rank())))?;
         Ok(Arc::new(group))
     }

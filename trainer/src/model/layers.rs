@@ -3,7 +3,7 @@
 //! on tensors. Names of the variables are PyTorch's (`weight`, `running_var`,
 //! `num_batches_tracked`, ...), so checkpoints map one to one.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tch::{Kind, Tensor, nn};
 
@@ -82,8 +82,46 @@ pub struct BatchNorm3d {
     pub num_batches_tracked: Tensor,
     eps: f64,
     momentum: f64,
-    /// Set for sync-BN: training statistics over the whole group.
-    sync: OnceLock<SyncBn>,
+    /// Where training takes its statistics from; multigrid changes it
+    /// between epochs.
+    norm: Mutex<Norm>,
+    /// The module's path (`s2.pathway0_res0.branch2.a_bn`), naming its
+    /// sub-batch statistics in checkpoints.
+    pub name: String,
+}
+
+/// How a BN layer normalises in training (evaluation always uses the
+/// running statistics).
+#[derive(Debug, Default)]
+enum Norm {
+    /// Over this process's batch.
+    #[default]
+    Batch,
+    Sync(SyncBn),
+    Sub(SubBn),
+}
+
+/// PySlowFast's `SubBatchNorm3d`: the batch is split into `splits`
+/// sub-batches (sample `i` in split `i % splits`), each normalised with its
+/// own statistics, then one affine transform. Each split keeps its own
+/// running statistics; [`BatchNorm3d::aggregate_sub_stats`] merges them
+/// into the layer's for evaluation, precise BN and export, so the saved
+/// model is an ordinary BN model.
+#[derive(Debug)]
+struct SubBn {
+    splits: i64,
+    /// `[splits * C]`, split-major as `split_bn` has them.
+    running_mean: Tensor,
+    running_var: Tensor,
+}
+
+/// What a BN layer is set to normalise over in training.
+#[derive(Debug, Clone)]
+pub enum NormMode {
+    Batch,
+    Sync(SyncBn),
+    /// Over each of this many sub-batches.
+    Sub(usize),
 }
 
 /// Sync-BN (PySlowFast's `sync_batchnorm`): batch statistics are summed
@@ -118,13 +156,103 @@ impl BatchNorm3d {
             ),
             eps,
             momentum,
-            sync: OnceLock::new(),
+            norm: Mutex::new(Norm::Batch),
+            name: p.components().collect::<Vec<_>>().join("."),
         }
     }
 
-    /// Turns this layer into sync-BN for training (once).
+    fn norm(&self) -> MutexGuard<'_, Norm> {
+        // A panic while holding the lock leaves nothing half-written.
+        self.norm.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Turns this layer into sync-BN for training.
     pub fn set_sync(&self, sync: SyncBn) {
-        let _ = self.sync.set(sync);
+        self.set_mode(NormMode::Sync(sync));
+    }
+
+    /// Sets what training normalises over. Leaving sub-batch BN merges its
+    /// statistics first; entering it starts every split from the layer's
+    /// running statistics (PySlowFast's `normal_to_sub_bn` on the
+    /// checkpoint it reloads at a shape change). Asking for the same
+    /// number of splits again keeps the splits' statistics.
+    pub fn set_mode(&self, mode: NormMode) {
+        let mut norm = self.norm();
+        if let (Norm::Sub(sub), NormMode::Sub(k)) = (&*norm, &mode) {
+            if sub.splits == *k as i64 {
+                return;
+            }
+        }
+        if let Norm::Sub(sub) = &*norm {
+            self.merge(sub);
+        }
+        *norm = match mode {
+            NormMode::Batch => Norm::Batch,
+            NormMode::Sync(s) => Norm::Sync(s),
+            NormMode::Sub(k) => {
+                let k = k.max(1) as i64;
+                Norm::Sub(SubBn {
+                    splits: k,
+                    running_mean: self.running_mean.detach().repeat([k]),
+                    running_var: self.running_var.detach().repeat([k]),
+                })
+            }
+        };
+    }
+
+    /// Sub-batch BN's statistics merged into the layer's running ones (a
+    /// no-op in other modes): the mean of the splits' means, and the mean
+    /// of their variances plus the variance of their means, as
+    /// `SubBatchNorm3d.aggregate_stats`.
+    pub fn aggregate_sub_stats(&self) {
+        if let Norm::Sub(sub) = &*self.norm() {
+            self.merge(sub);
+        }
+    }
+
+    fn merge(&self, sub: &SubBn) {
+        tch::no_grad(|| {
+            let k = sub.splits;
+            let means = sub.running_mean.view([k, -1]);
+            let mean = means.sum_dim_intlist(0, false, None) / k as f64;
+            let spread = (&means - &mean).square().sum_dim_intlist(0, false, None) / k as f64;
+            let var = sub.running_var.view([k, -1]).sum_dim_intlist(0, false, None) / k as f64 + spread;
+            self.running_mean.shallow_clone().copy_(&mean);
+            self.running_var.shallow_clone().copy_(&var);
+        });
+    }
+
+    /// The running statistics a training forward updates (shallow): the
+    /// splits' in sub-batch BN, the layer's otherwise. Precise BN averages
+    /// these.
+    pub fn training_stats(&self) -> (Tensor, Tensor) {
+        match &*self.norm() {
+            Norm::Sub(sub) => (sub.running_mean.shallow_clone(), sub.running_var.shallow_clone()),
+            _ => (self.running_mean.shallow_clone(), self.running_var.shallow_clone()),
+        }
+    }
+
+    /// The splits' running statistics when in sub-batch BN (for checkpoints).
+    pub fn sub_stats(&self) -> Option<(Tensor, Tensor)> {
+        match &*self.norm() {
+            Norm::Sub(sub) => Some((sub.running_mean.shallow_clone(), sub.running_var.shallow_clone())),
+            _ => None,
+        }
+    }
+
+    /// Restores the splits' running statistics saved by [`Self::sub_stats`].
+    pub fn load_sub_stats(&self, mean: &Tensor, var: &Tensor) -> Result<(), String> {
+        match &mut *self.norm() {
+            Norm::Sub(sub) if sub.running_mean.size() == mean.size() && sub.running_var.size() == var.size() => {
+                tch::no_grad(|| {
+                    sub.running_mean.copy_(mean);
+                    sub.running_var.copy_(var);
+                });
+                Ok(())
+            }
+            Norm::Sub(sub) => Err(format!("{}: {} splits want {:?}, the checkpoint has {:?}", self.name, sub.splits, sub.running_mean.size(), mean.size())),
+            _ => Err(format!("{}: not in sub-batch BN", self.name)),
+        }
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
@@ -133,8 +261,10 @@ impl BatchNorm3d {
                 let mut n = self.num_batches_tracked.shallow_clone();
                 let _ = n.g_add_scalar_(1);
             });
-            if let Some(sync) = self.sync.get() {
-                return self.forward_sync(x, sync);
+            match &*self.norm() {
+                Norm::Sync(sync) => return self.forward_sync(x, sync),
+                Norm::Sub(sub) => return self.forward_sub(x, sub),
+                Norm::Batch => {}
             }
         }
         Tensor::batch_norm(
@@ -148,6 +278,34 @@ impl BatchNorm3d {
             self.eps,
             true,
         )
+    }
+
+    /// Training forward of sub-batch BN: the splits side by side as
+    /// channels of a batch `splits` times smaller, normalised without an
+    /// affine transform, then the layer's weight and bias.
+    fn forward_sub(&self, x: &Tensor, sub: &SubBn) -> Tensor {
+        let size = x.size();
+        let (n, c, k) = (size[0], size[1], sub.splits);
+        if n % k != 0 {
+            std::panic::resume_unwind(Box::new(format!("{}: a batch of {n} does not split into {k} sub-batches", self.name)));
+        }
+        let mut wide = size.clone();
+        wide[0] = n / k;
+        wide[1] = c * k;
+        let y = Tensor::batch_norm(
+            &x.reshape(&wide),
+            None::<&Tensor>,
+            None::<&Tensor>,
+            Some(&sub.running_mean),
+            Some(&sub.running_var),
+            true,
+            self.momentum,
+            self.eps,
+            true,
+        )
+        .reshape(&size);
+        let view = [1, c, 1, 1, 1];
+        y * self.weight.view(view) + self.bias.view(view)
     }
 
     /// Training forward with statistics summed over the group: per-channel

@@ -9,7 +9,7 @@ use tch::{Tensor, nn};
 use super::config::{FAST, ModelConfig, SLOW};
 use super::fuse::FuseFastToSlow;
 use super::head::Head;
-use super::layers::{BatchNorm3d, Shape, SyncBn};
+use super::layers::{BatchNorm3d, NormMode, Shape, SyncBn};
 use super::resnet::{BlockSpec, ResBlock};
 use super::stem::Stem;
 use super::ModelError;
@@ -221,8 +221,23 @@ impl SlowFast {
 
     /// Makes every BN layer sync-BN over `sync`'s group for training.
     pub fn set_sync_bn(&self, sync: &SyncBn) {
+        self.set_norm_mode(&NormMode::Sync(sync.clone()));
+    }
+
+    /// What every BN layer normalises over in training (multigrid changes
+    /// it with the batch size).
+    pub fn set_norm_mode(&self, mode: &NormMode) {
         for bn in self.batch_norms() {
-            bn.set_sync(sync.clone());
+            bn.set_mode(mode.clone());
+        }
+    }
+
+    /// Merges sub-batch BN statistics into the layers' running ones, as
+    /// PySlowFast does after every epoch: before evaluation, checkpoints
+    /// and export.
+    pub fn aggregate_sub_bn_stats(&self) {
+        for bn in self.batch_norms() {
+            bn.aggregate_sub_stats();
         }
     }
 

@@ -5,11 +5,13 @@
 //! cannot work together are refused by [`Recipe::validate`] before any work.
 
 mod model;
+mod multigrid;
 mod sections;
 
 use std::path::{Path, PathBuf};
 
 pub use model::ModelSection;
+pub use multigrid::MultigridSection;
 pub use sections::{
     BnSection, DataSection, Dataset, DeviceChoice, DistBackend, DistSection, ListFormat, ListsDataset, LoaderSection,
     LrPolicy, MixedPrecision, NormType, OptimizingMethod, PreciseBnSection, SolverSection, SyntheticDataset,
@@ -58,6 +60,9 @@ pub struct Recipe {
     pub bn: BnSection,
     #[serde(default)]
     pub dist: DistSection,
+    /// Multigrid training; absent: the normal schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multigrid: Option<MultigridSection>,
     /// The file the recipe was read from, for messages.
     #[serde(skip)]
     pub source: PathBuf,
@@ -110,6 +115,17 @@ impl Recipe {
         self.train.batch_size as f64 / self.solver.reference_batch_size as f64
     }
 
+    /// The multigrid schedule, when the recipe has one (validated at load).
+    pub fn multigrid(&self) -> Option<crate::multigrid::Multigrid> {
+        crate::multigrid::Multigrid::from_recipe(self).ok().flatten()
+    }
+
+    /// The solver training follows: the recipe's, or multigrid's rewrite
+    /// of it (LR steps per shape, more epochs).
+    pub fn training_solver(&self) -> SolverSection {
+        self.multigrid().map_or_else(|| self.solver.clone(), |m| m.solver)
+    }
+
     /// Checks that need the world size, made before any work: the global
     /// batches split evenly over the processes, and sync-BN groups tile them.
     pub fn check_world(&self, world: usize) -> Result<(), RecipeError> {
@@ -123,6 +139,15 @@ impl Recipe {
         let k = self.bn.num_sync_devices.min(world);
         if self.bn.norm_type == NormType::SyncBatchnorm && world % k != 0 {
             return Err(err("bn.num_sync_devices", format!("{k} does not divide the {world} processes into whole groups")));
+        }
+        if self.bn.norm_type == NormType::SubBatchnorm && self.multigrid.is_none() {
+            let per = self.train.batch_size / world;
+            if per % self.bn.num_splits != 0 {
+                return Err(err("bn.num_splits", format!("{per} clips per process are not a whole number of {} splits", self.bn.num_splits)));
+            }
+        }
+        if let Ok(Some(mg)) = crate::multigrid::Multigrid::from_recipe(self) {
+            mg.check_world(world).map_err(|why| err("multigrid", why))?;
         }
         Ok(())
     }
@@ -270,9 +295,18 @@ impl Recipe {
         if !matches!(self.test.num_spatial_crops, 1 | 3) {
             return bad("test.num_spatial_crops", format!("{}: use 1 (centre) or 3 (PySlowFast's left/centre/right)", self.test.num_spatial_crops));
         }
-        if self.bn.num_sync_devices == 0 {
-            return bad("bn.num_sync_devices", "must be at least 1".into());
+        for (field, v) in [("bn.num_sync_devices", self.bn.num_sync_devices), ("bn.num_splits", self.bn.num_splits)] {
+            if v == 0 {
+                return bad(field, "must be at least 1".into());
+            }
         }
+        if self.bn.norm_type == NormType::SubBatchnorm && self.multigrid.is_none() {
+            let per = self.train.batch_size;
+            if per % self.bn.num_splits != 0 {
+                return bad("bn.num_splits", format!("{per} clips per batch are not a whole number of {} splits", self.bn.num_splits));
+            }
+        }
+        crate::multigrid::Multigrid::from_recipe(self)?;
         if !(self.dist.timeout_s > 0.0) {
             return bad("dist.timeout_s", format!("must be positive, got {}", self.dist.timeout_s));
         }

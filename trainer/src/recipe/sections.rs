@@ -281,11 +281,15 @@ pub struct BnSection {
     /// (`BN.NUM_SYNC_DEVICES`): consecutive ranks in groups of this size.
     #[serde(default = "one")]
     pub num_sync_devices: usize,
+    /// Sub-batches of each process's batch that `sub_batchnorm` takes
+    /// statistics over separately (`BN.NUM_SPLITS`).
+    #[serde(default = "one")]
+    pub num_splits: usize,
 }
 
 impl Default for BnSection {
     fn default() -> Self {
-        BnSection { norm_type: NormType::default(), num_sync_devices: 1 }
+        BnSection { norm_type: NormType::default(), num_sync_devices: 1, num_splits: 1 }
     }
 }
 
@@ -297,6 +301,9 @@ pub enum NormType {
     Batchnorm,
     /// Statistics over `num_sync_devices` processes' batches together.
     SyncBatchnorm,
+    /// Statistics over each of `num_splits` sub-batches (PySlowFast's
+    /// `SubBatchNorm3d`), merged into one BN for evaluation and export.
+    SubBatchnorm,
 }
 
 /// Data-parallel training across processes (see `trainer::dist`).

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn};
 
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, SlowFast};
 
 /// Everything beyond the tensors needed to continue a run where it stopped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +34,10 @@ pub struct TrainState {
     /// checkpoints written before mixed precision existed).
     #[serde(default)]
     pub loss_scaler: Option<super::amp::LossScaler>,
+    /// Shape, batch and BN of the last epoch of a multigrid run (its LR and
+    /// sampler follow from the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multigrid: Option<super::shapes::SchedulePosition>,
 }
 
 pub const FORMAT: u32 = 1;
@@ -111,6 +115,40 @@ pub fn latest(dir: &Path) -> Option<(usize, Paths)> {
         })
         .max()
         .map(|epoch| (epoch, paths(dir, epoch)))
+}
+
+/// Prefix of sub-batch BN statistics in the `.optim` file: training state
+/// that the weights (an ordinary BN model) do not carry.
+const SUB_BN_PREFIX: &str = "sub_bn.";
+
+/// The model's sub-batch BN statistics, named for the `.optim` file.
+pub fn sub_bn_state(model: &SlowFast) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for bn in model.batch_norms() {
+        if let Some((mean, var)) = bn.sub_stats() {
+            let cpu = |t: Tensor| t.to_device(tch::Device::Cpu);
+            out.push((format!("{SUB_BN_PREFIX}{}.running_mean", bn.name), cpu(mean)));
+            out.push((format!("{SUB_BN_PREFIX}{}.running_var", bn.name), cpu(var)));
+        }
+    }
+    out
+}
+
+/// Loads the sub-batch BN statistics of `saved` into the model (set to
+/// the checkpoint's BN already) and returns the rest, the optimiser's.
+pub fn restore_sub_bn(model: &SlowFast, mut saved: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>, String> {
+    for bn in model.batch_norms() {
+        let key = |s: &str| format!("{SUB_BN_PREFIX}{}.{s}", bn.name);
+        match (saved.remove(&key("running_mean")), saved.remove(&key("running_var"))) {
+            (Some(mean), Some(var)) => bn.load_sub_stats(&mean, &var)?,
+            (None, None) if bn.sub_stats().is_none() => {}
+            _ => return Err(format!("{}: sub-batch BN statistics missing or not expected", key("running_*"))),
+        }
+    }
+    if let Some(k) = saved.keys().find(|k| k.starts_with(SUB_BN_PREFIX)) {
+        return Err(format!("{k}: no such BN layer in sub-batch BN"));
+    }
+    Ok(saved)
 }
 
 pub fn read_state(p: &Paths) -> Result<(TrainState, HashMap<String, Tensor>), CheckpointError> {

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod precise_bn;
 pub mod schedule;
 pub mod setup;
+pub mod shapes;
 pub mod step;
 pub mod optim;
 
@@ -22,11 +23,11 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::data::{Failure, Mode, Shard};
 use crate::dist::Dist;
 use crate::model::SlowFast;
-use crate::model::layers::SyncBn;
-use crate::recipe::{MixedPrecision, NormType, Recipe};
+use crate::recipe::{MixedPrecision, Recipe};
 use checkpoint::{TrainState, FORMAT};
 use metrics::{Metrics, Progress};
 use setup::Which;
+use shapes::Shapes;
 use step::Step;
 use optim::Optimizer;
 
@@ -100,13 +101,8 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
     tch::manual_seed(recipe.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = SlowFast::new(&vs.root(), &config)?;
-    if recipe.bn.norm_type == NormType::SyncBatchnorm {
-        let group = match dist {
-            Some(d) => Some(d.subgroup(recipe.bn.num_sync_devices.min(world), d.group.backend)?),
-            None => None,
-        };
-        model.set_sync_bn(&SyncBn { group });
-    }
+    let shapes = Shapes::new(recipe, dist)?;
+    let solver = recipe.training_solver();
     let mut optimizer = Optimizer::new(&vs, &recipe.solver);
 
     let mut state = TrainState {
@@ -119,6 +115,7 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         recipe_name: recipe.name.clone(),
         best_val_top1: None,
         loss_scaler: None,
+        multigrid: None,
     };
     let mut resumed_from = None;
     if recipe.train.auto_resume {
@@ -138,6 +135,19 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
                 bail!("{}: the checkpoint has seed {}, the recipe {}", paths.state.display(), saved.seed, recipe.seed);
             }
             crate::weights::load(&mut vs, &paths.weights, crate::weights::LoadMode::Strict)?;
+            // The BN of the epoch the checkpoint ends, with its sub-batch
+            // statistics: the loop then changes shape as an unbroken run would.
+            let done = shapes.epoch(epoch.saturating_sub(1), &train_loader)?;
+            if saved.multigrid != done.position {
+                bail!(
+                    "{}: written at {:?} of a multigrid schedule, where this recipe has {:?}; use another --out",
+                    paths.state.display(),
+                    saved.multigrid,
+                    done.position
+                );
+            }
+            shapes.apply_bn(&model, &done);
+            let optim = checkpoint::restore_sub_bn(&model, optim).map_err(|e| anyhow::anyhow!("{}: {e}", paths.optim.display()))?;
             optimizer.load_state(optim).map_err(|e| anyhow::anyhow!("{}: {e}", paths.optim.display()))?;
             state = saved;
             resumed_from = Some(epoch);
@@ -185,21 +195,42 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         ));
     }
 
-    let max_epoch = recipe.solver.max_epoch;
-    let iters = train_loader.batches_per_epoch();
+    if let Some(mg) = &shapes.multigrid {
+        let table = mg.table(world, |s, e| schedule::lr_at(s, recipe.lr_scale(), e));
+        for line in table.lines() {
+            progress.line(line);
+        }
+    }
+    let max_epoch = shapes.max_epoch();
     let scale = recipe.lr_scale();
+    let mut current: Option<shapes::EpochShapes> = None;
     let mut skipped_total = 0;
     let mut last_val = None;
     let start = Instant::now();
     let mut step = Step { recipe, model: &model, optimizer: &mut optimizer, reducer: reducer.as_mut(), scaler: scaler.as_mut(), dist, device };
     while state.epoch < max_epoch {
         let epoch = state.epoch; // 0-based epoch being trained
+        let now = shapes.epoch(epoch, &train_loader)?;
+        if current.as_ref().is_none_or(|c| c.position != now.position || c.bn != now.bn) {
+            shapes.apply_bn(&model, &now);
+            if shapes.multigrid.is_some() {
+                progress.line(&format!("epoch {}: {}", epoch + 1, now.describe()));
+                if let Some(m) = metrics.as_mut() {
+                    m.record(json!({"kind": "shape", "epoch": epoch + 1, "global_iter": state.global_iter,
+                        "batch": now.batch_size, "frames": now.layout.frames, "crop": now.crop, "bn": now.bn}))?;
+                }
+            }
+        }
+        let iters = train_loader.batches_in(&now.layout);
+        if iters == 0 {
+            bail!("epoch {}: {} training samples per process are fewer than one batch ({})", epoch + 1, train_loader.source().len() / world, now.describe());
+        }
         progress.start_epoch(epoch + 1, max_epoch, iters);
         let mut failures: Vec<Failure> = Vec::new();
-        for (i, batch) in train_loader.epoch(epoch as u64).enumerate() {
+        for (i, batch) in train_loader.epoch_with(epoch as u64, &now.layout).enumerate() {
             let batch = batch?;
             failures.extend(batch.failures.iter().cloned());
-            let lr = schedule::lr_at(&recipe.solver, scale, epoch as f64 + i as f64 / iters as f64);
+            let lr = schedule::lr_at(&solver, scale, epoch as f64 + i as f64 / iters as f64);
             let (loss, wrong) = step.run(&batch, state.global_iter, lr).with_context(|| format!("epoch {} iteration {}", epoch + 1, i + 1))?;
             state.global_iter += 1;
             state.lr = lr;
@@ -209,11 +240,17 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
             progress.iteration(epoch + 1, i + 1, iters, loss, lr);
             if let Some(m) = metrics.as_mut().filter(|_| (i + 1) % recipe.train.log_period == 0 || i + 1 == iters) {
                 let secs = start.elapsed().as_secs_f64();
-                m.record(metrics::train_record(epoch + 1, i + 1, state.global_iter, loss, lr, wrong, secs))?;
+                let mut r = metrics::train_record(epoch + 1, i + 1, state.global_iter, loss, lr, wrong, secs);
+                let [_, _, t, h, _] = batch.fast.size()[..] else { unreachable!("fast pathway batches are 5-D") };
+                r["clips"] = json!(batch.fast.size()[0] as usize * world);
+                r["frames"] = json!(t);
+                r["crop"] = json!(h);
+                m.record(r)?;
             }
         }
         state.epoch = epoch + 1;
         state.loss_scaler = step.scaler.as_deref().copied();
+        current = Some(now.clone());
         let failures = match dist {
             Some(d) => d.gather_failures(&format!("failures/{}", state.epoch), &failures)?,
             None => Some(failures),
@@ -223,20 +260,26 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
             report_failures(out, state.epoch, &failures, m, &progress)?;
         }
 
-        let last = state.epoch == max_epoch;
-        if state.epoch % recipe.train.eval_period == 0 || last {
+        let (eval_due, checkpoint_due) = shapes.eval_and_checkpoint(epoch);
+        if eval_due || checkpoint_due {
             if let Some(d) = dist {
                 // DDP keeps rank 0's BN buffers; precise BN then averages
                 // each rank's statistics.
                 d.broadcast_buffers(&vs).map_err(|e| d.explain(state.global_iter, "the BN buffer broadcast", &e))?;
             }
             if recipe.precise_bn.enabled {
-                precise_bn::update_bn_stats(&model, &vs, &train_loader, PRECISE_BN_STREAM + state.epoch as u64, recipe.precise_bn.num_batches)?;
+                let layout = now.precise_bn_layout();
+                precise_bn::update_bn_stats(&model, &train_loader, &layout, PRECISE_BN_STREAM + state.epoch as u64, recipe.precise_bn.num_batches)?;
+                model.aggregate_sub_bn_stats();
                 if let Some(d) = dist {
                     d.average_in_place(&precise_bn::running_stats(&vs))
                         .map_err(|e| d.explain(state.global_iter, "averaging precise BN statistics", &e))?;
                 }
             }
+        }
+        // PySlowFast merges sub-batch statistics after every epoch.
+        model.aggregate_sub_bn_stats();
+        if eval_due {
             if let Some(val_loader) = &val_loader {
                 let mut sums = evaluate::validate_sums(&model, val_loader, device)?;
                 if let Some(d) = dist {
@@ -263,8 +306,11 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
                 last_val = Some(v.top1);
             }
         }
-        if main && (state.epoch % recipe.train.checkpoint_period == 0 || last) {
-            let p = checkpoint::save(&ckpt_dir, &vs, &step.optimizer.state(), &state)?;
+        state.multigrid = now.position.clone();
+        if main && checkpoint_due {
+            let mut optim_state = step.optimizer.state();
+            optim_state.extend(checkpoint::sub_bn_state(&model));
+            let p = checkpoint::save(&ckpt_dir, &vs, &optim_state, &state)?;
             progress.line(&format!("checkpoint {}", p.weights.display()));
             if let Some(Err(e)) = metrics.as_ref().map(|m| metrics::plot(out, &m.records())) {
                 progress.line(&format!("plots not written: {e}"));

@@ -7,37 +7,30 @@ use std::collections::BTreeMap;
 
 use tch::{Tensor, nn};
 
-use crate::data::{Loader, loader::LoaderError};
+use crate::data::{EpochLayout, Loader, loader::LoaderError};
 use crate::model::SlowFast;
 
 /// Recomputes every BN layer's running mean and variance over up to
-/// `num_batches` batches of epoch `epoch_key` of `loader`; returns the
-/// batches used. `num_batches_tracked` is left as training made it.
+/// `num_batches` batches of epoch `epoch_key` of `loader` in `layout`;
+/// returns the batches used. In sub-batch BN these are the splits'
+/// statistics (merge them afterwards, as PySlowFast does).
+/// `num_batches_tracked` is left as training made it.
 pub fn update_bn_stats(
     model: &SlowFast,
-    vs: &nn::VarStore,
     loader: &Loader,
+    layout: &EpochLayout,
     epoch_key: u64,
     num_batches: usize,
 ) -> Result<usize, LoaderError> {
-    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-    let layers: Vec<(Tensor, Tensor)> = vars
-        .iter()
-        .filter_map(|(name, mean)| {
-            let module = name.strip_suffix(".running_mean")?;
-            Some((mean.shallow_clone(), vars.get(&format!("{module}.running_var"))?.shallow_clone()))
-        })
-        .collect();
-    let counters: Vec<(Tensor, Tensor)> = vars
-        .iter()
-        .filter(|(n, _)| n.ends_with(".num_batches_tracked"))
-        .map(|(_, t)| (t.shallow_clone(), t.copy()))
-        .collect();
+    let bns = model.batch_norms();
+    let layers: Vec<(Tensor, Tensor)> = bns.iter().map(|bn| bn.training_stats()).collect();
+    let counters: Vec<(Tensor, Tensor)> =
+        bns.iter().map(|bn| (bn.num_batches_tracked.shallow_clone(), bn.num_batches_tracked.copy())).collect();
     let momentum = model.config.bn_momentum;
     let mut sums: Vec<(Tensor, Tensor)> = layers.iter().map(|(m, v)| (m.zeros_like(), v.zeros_like())).collect();
     let device = layers.first().map(|(m, _)| m.device()).unwrap_or(tch::Device::Cpu);
     let mut used = 0usize;
-    for batch in loader.epoch(epoch_key).take(num_batches) {
+    for batch in loader.epoch_with(epoch_key, layout).take(num_batches) {
         let batch = batch?;
         tch::no_grad(|| -> Result<(), LoaderError> {
             for (m, v) in &layers {
