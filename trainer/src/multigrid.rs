@@ -325,15 +325,7 @@ impl Multigrid {
         }
         let per = batch_size / world;
         let (bn, sampling_rates) = if index.is_some() {
-            let factor = per as f64 / self.settings.bn_base_size as f64;
-            let bn = if factor < 1.0 {
-                BnPlan::SyncBatchnorm((1.0 / factor) as usize)
-            } else if factor > 1.0 {
-                BnPlan::SubBatchnorm(factor as usize)
-            } else {
-                BnPlan::Batchnorm
-            };
-            (bn, [self.sampling_rate, self.sampling_rate * (self.default_frames / frames.max(1))])
+            (self.bn_for(per), [self.sampling_rate, self.sampling_rate * (self.default_frames / frames.max(1))])
         } else {
             (self.recipe_bn, [self.sampling_rate; 2])
         };
@@ -351,6 +343,19 @@ impl Multigrid {
         }
         cycle.push(BatchShape { batch_size: per, crop: crop as u32, jitter: jitter(crop) });
         Ok(EpochPlan { long_cycle_index: index, batch_size, frames, crop: crop as u32, sampling_rates, bn, cycle })
+    }
+
+    /// BN for `per` clips per process (`update_long_cycle`): statistics over
+    /// `bn_base_size` clips, in sub-batches or synced across processes.
+    pub fn bn_for(&self, per: usize) -> BnPlan {
+        let factor = per as f64 / self.settings.bn_base_size as f64;
+        if factor < 1.0 {
+            BnPlan::SyncBatchnorm((1.0 / factor) as usize)
+        } else if factor > 1.0 {
+            BnPlan::SubBatchnorm(factor as usize)
+        } else {
+            BnPlan::Batchnorm
+        }
     }
 
     /// PySlowFast's multigrid rule for validations and checkpoints:
@@ -395,14 +400,15 @@ impl Multigrid {
         for (i, e) in schedule.iter().enumerate() {
             let shape = format!("{} x {} x {}", e.shape.batch_factor * self.default_batch, e.shape.frames, e.shape.crop);
             let lr = lr_at(&steps_only, start as f64);
-            let bn = match self.epoch_plan(start, world).map(|p| p.bn) {
-                Ok(BnPlan::SubBatchnorm(k)) => format!("{k} splits"),
-                Ok(BnPlan::SyncBatchnorm(k)) => format!("synced over {k}"),
-                _ => "whole batch".into(),
+            let bn = match self.bn_for(e.shape.batch_factor * self.default_batch / world.max(1)) {
+                BnPlan::SubBatchnorm(k) => format!("{k} splits"),
+                BnPlan::SyncBatchnorm(k) => format!("synced over {k}"),
+                BnPlan::Batchnorm => "whole batch".into(),
             };
-            let epochs = format!("{}-{}", start + 1, e.end_epoch);
+            // A row can round to no epochs at all (PySlowFast keeps it).
+            let epochs = if e.end_epoch > start { format!("{}-{}", start + 1, e.end_epoch) } else { "none".into() };
             out.push_str(&format!("{i:>5}  {:>4}  {shape:>18}  {epochs:>9}  {lr:>10.6}  {bn}\n", e.step_index));
-            start = e.end_epoch;
+            start = start.max(e.end_epoch);
         }
         out.push_str(&format!(
             "{} epochs (epoch factor {}); BN statistics over {} clips; warm-up to epoch {}\n",

@@ -117,7 +117,7 @@ fn precise_bn_stores_the_batch_statistics() {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = SlowFast::new(&vs.root(), &r.model_config().unwrap()).unwrap();
     let loader = setup::loader(&r, setup::source(&r, Which::Train).unwrap().unwrap(), Mode::Train, 4, Default::default());
-    let used = precise_bn::update_bn_stats(&model, &vs, &loader, 7, 1).unwrap();
+    let used = precise_bn::update_bn_stats(&model, &loader, &loader.layout(), 7, 1).unwrap();
     assert_eq!(used, 1);
     // With one batch, the stem BN's running mean is that batch's mean of
     // the stem conv output.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_dist;
+mod bench_multigrid;
 #[cfg(feature = "video")]
 mod bench_loader;
 mod bench_train;
@@ -40,6 +41,9 @@ enum Command {
     BenchTrain(bench_train::Args),
     /// Gradient all-reduce and data-parallel step time (2 processes against 1), beside PyTorch DDP.
     BenchDist(bench_dist::Args),
+    /// Multigrid against the normal schedule: one recipe trained both ways in
+    /// one run (epoch time, data wait, time to accuracy, a plot).
+    BenchMultigrid(bench_multigrid::Args),
     /// Write the network as an ONNX model (opset 17) that describes itself.
     Export(export::Args),
     /// Train a recipe; rerunning the same command resumes from the latest checkpoint.
@@ -66,6 +70,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::BenchLoader(a) => bench_loader::run(a),
         Command::BenchTrain(a) => bench_train::run(a),
         Command::BenchDist(a) => bench_dist::run(a),
+        Command::BenchMultigrid(a) => bench_multigrid::run(a),
         Command::Export(a) => export::run(a),
         Command::Train(a) => train::run(a),
         Command::Test(a) => test::run(a),

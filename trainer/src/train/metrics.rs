@@ -142,23 +142,36 @@ pub fn plot(dir: &Path, records: &[Value]) -> Result<(), String> {
             .filter(|(a, b)| a.is_finite() && b.is_finite())
             .collect()
     };
+    // Multigrid's shape changes, as dashed lines: at the first iteration of
+    // the new shape, and between the validations before and after it.
+    let changes = |x: &str, offset: f64| -> Vec<f64> {
+        records
+            .iter()
+            .filter(|r| r.get("kind").and_then(Value::as_str) == Some("shape"))
+            .filter_map(|r| r.get(x)?.as_f64())
+            .map(|v| v + offset)
+            .filter(|&v| v > 0.0)
+            .collect()
+    };
+    let (by_iter, by_epoch) = (changes("global_iter", 0.0), changes("epoch", -1.0));
     let charts = [
-        ("loss.png", vec![series("train", "global_iter", "loss")]),
-        ("lr.png", vec![series("train", "global_iter", "lr")]),
-        ("accuracy.png", vec![series("val", "epoch", "top1"), series("val", "epoch", "top5")]),
+        ("loss.png", vec![series("train", "global_iter", "loss")], &by_iter),
+        ("lr.png", vec![series("train", "global_iter", "lr")], &by_iter),
+        ("accuracy.png", vec![series("val", "epoch", "top1"), series("val", "epoch", "top5")], &by_epoch),
     ];
-    for (name, lines) in charts {
+    for (name, lines, marks) in charts {
         if lines.iter().all(|l| l.is_empty()) {
             continue;
         }
-        let png = draw(&lines)?;
+        let png = draw(&lines, marks)?;
         super::checkpoint::write_atomic(&dir.join(name), |tmp| std::fs::write(tmp, &png).map_err(|e| e.to_string()))
             .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-fn draw(lines: &[Vec<(f64, f64)>]) -> Result<Vec<u8>, String> {
+/// Line charts of `lines`, with a dashed vertical line at each x of `marks`.
+pub fn draw(lines: &[Vec<(f64, f64)>], marks: &[f64]) -> Result<Vec<u8>, String> {
     const W: u32 = 640;
     const H: u32 = 360;
     let pts = lines.iter().flatten();
@@ -182,6 +195,11 @@ fn draw(lines: &[Vec<(f64, f64)>]) -> Result<Vec<u8>, String> {
         for (i, line) in lines.iter().enumerate() {
             let colour = [BLUE, RED, GREEN][i % 3];
             chart.draw_series(LineSeries::new(line.iter().copied(), colour.stroke_width(2))).map_err(|e| e.to_string())?;
+        }
+        let grey = RGBColor(150, 150, 150);
+        for &x in marks.iter().filter(|&&x| x >= x0 && x <= x1) {
+            let dashes = DashedLineSeries::new([(x, y0 - pad), (x, y1 + pad)], 6, 4, grey.stroke_width(1));
+            chart.draw_series(dashes).map_err(|e| e.to_string())?;
         }
         root.present().map_err(|e| e.to_string())?;
     }

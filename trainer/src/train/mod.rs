@@ -118,6 +118,9 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         multigrid: None,
     };
     let mut resumed_from = None;
+    // The shapes of the last epoch trained (a resumed run's included), to
+    // log shape changes only.
+    let mut current: Option<shapes::EpochShapes> = None;
     if recipe.train.auto_resume {
         // Rank 0 picks the checkpoint and every rank loads that one.
         let mut latest = if main { checkpoint::latest(&ckpt_dir).map(|(e, _)| e) } else { None };
@@ -147,6 +150,7 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
                 );
             }
             shapes.apply_bn(&model, &done);
+            current = Some(done);
             let optim = checkpoint::restore_sub_bn(&model, optim).map_err(|e| anyhow::anyhow!("{}: {e}", paths.optim.display()))?;
             optimizer.load_state(optim).map_err(|e| anyhow::anyhow!("{}: {e}", paths.optim.display()))?;
             state = saved;
@@ -203,7 +207,6 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
     }
     let max_epoch = shapes.max_epoch();
     let scale = recipe.lr_scale();
-    let mut current: Option<shapes::EpochShapes> = None;
     let mut skipped_total = 0;
     let mut last_val = None;
     let start = Instant::now();
@@ -211,7 +214,8 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
     while state.epoch < max_epoch {
         let epoch = state.epoch; // 0-based epoch being trained
         let now = shapes.epoch(epoch, &train_loader)?;
-        if current.as_ref().is_none_or(|c| c.position != now.position || c.bn != now.bn) {
+        let shape = |s: &shapes::EpochShapes| (s.batch_size, s.layout.frames, s.crop, s.bn);
+        if current.as_ref().is_none_or(|c| shape(c) != shape(&now)) {
             shapes.apply_bn(&model, &now);
             if shapes.multigrid.is_some() {
                 progress.line(&format!("epoch {}: {}", epoch + 1, now.describe()));
@@ -227,7 +231,15 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         }
         progress.start_epoch(epoch + 1, max_epoch, iters);
         let mut failures: Vec<Failure> = Vec::new();
-        for (i, batch) in train_loader.epoch_with(epoch as u64, &now.layout).enumerate() {
+        let epoch_start = Instant::now();
+        let mut data_wait = 0.0;
+        let mut batches = train_loader.epoch_with(epoch as u64, &now.layout);
+        for i in 0.. {
+            // How long the step waits for the loader: what shows whether
+            // decoding keeps up with the smaller shapes.
+            let asked = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            data_wait += asked.elapsed().as_secs_f64();
             let batch = batch?;
             failures.extend(batch.failures.iter().cloned());
             let lr = schedule::lr_at(&solver, scale, epoch as f64 + i as f64 / iters as f64);
@@ -248,6 +260,9 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
                 m.record(r)?;
             }
         }
+        drop(batches);
+        let timing = json!({"train_s": epoch_start.elapsed().as_secs_f64(), "data_wait_s": data_wait, "iters": iters,
+            "time_s": start.elapsed().as_secs_f64()});
         state.epoch = epoch + 1;
         state.loss_scaler = step.scaler.as_deref().copied();
         current = Some(now.clone());
@@ -257,7 +272,7 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         };
         if let (Some(failures), Some(m)) = (failures, metrics.as_mut()) {
             skipped_total += failures.len();
-            report_failures(out, state.epoch, &failures, m, &progress)?;
+            report_failures(out, state.epoch, &failures, timing, m, &progress)?;
         }
 
         let (eval_due, checkpoint_due) = shapes.eval_and_checkpoint(epoch);
@@ -268,9 +283,15 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
                 d.broadcast_buffers(&vs).map_err(|e| d.explain(state.global_iter, "the BN buffer broadcast", &e))?;
             }
             if recipe.precise_bn.enabled {
-                let layout = now.precise_bn_layout();
-                precise_bn::update_bn_stats(&model, &train_loader, &layout, PRECISE_BN_STREAM + state.epoch as u64, recipe.precise_bn.num_batches)?;
+                // At the default shape, which evaluation and export use
+                // (multigrid may have trained this epoch on another); then
+                // back to the epoch's BN, its splits starting from these.
+                let default = shapes.default_shape(&train_loader)?;
+                shapes.apply_bn(&model, &default);
+                let key = PRECISE_BN_STREAM + state.epoch as u64;
+                precise_bn::update_bn_stats(&model, &train_loader, &default.precise_bn_layout(), key, recipe.precise_bn.num_batches)?;
                 model.aggregate_sub_bn_stats();
+                shapes.apply_bn(&model, &now);
                 if let Some(d) = dist {
                     d.average_in_place(&precise_bn::running_stats(&vs))
                         .map_err(|e| d.explain(state.global_iter, "averaging precise BN statistics", &e))?;
@@ -299,7 +320,7 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
                     v.clips
                 ));
                 if let Some(m) = metrics.as_mut() {
-                    m.record(json!({"kind": "val", "epoch": state.epoch, "top1": v.top1, "top5": v.top5,
+                    m.record(json!({"kind": "val", "epoch": state.epoch, "time_s": start.elapsed().as_secs_f64(), "top1": v.top1, "top5": v.top5,
                         "loss": v.loss, "clips": v.clips, "skipped": v.failures}))?;
                 }
                 state.best_val_top1 = Some(state.best_val_top1.map_or(v.top1, |b: f64| b.max(v.top1)));
@@ -327,11 +348,24 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
 
 /// The epoch's unreadable videos: counted in the metrics and listed in
 /// `bad_videos_epoch_N.txt`, so the data can be fixed later.
-fn report_failures(out: &Path, epoch: usize, failures: &[Failure], metrics: &mut Metrics, progress: &Progress) -> anyhow::Result<()> {
+/// The epoch's record also carries its `timing` (seconds of training and
+/// of waiting for data).
+fn report_failures(
+    out: &Path,
+    epoch: usize,
+    failures: &[Failure],
+    timing: serde_json::Value,
+    metrics: &mut Metrics,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let mut names: Vec<&str> = failures.iter().map(|f| f.name.as_str()).collect();
     names.sort();
     names.dedup();
-    metrics.record(json!({"kind": "epoch", "epoch": epoch, "skipped": failures.len(), "bad_videos": names}))?;
+    let mut record = json!({"kind": "epoch", "epoch": epoch, "skipped": failures.len(), "bad_videos": names});
+    if let (Some(r), Some(t)) = (record.as_object_mut(), timing.as_object()) {
+        r.extend(t.clone());
+    }
+    metrics.record(record)?;
     if failures.is_empty() {
         return Ok(());
     }

@@ -137,6 +137,23 @@ impl<'a> Shapes<'a> {
         })
     }
 
+    /// The recipe's own shape (`DEFAULT_B/T/S`) with the BN multigrid gives
+    /// its batch: what precise BN runs on, since evaluation and export use
+    /// the default shape whatever the epoch trained on.
+    pub fn default_shape(&self, loader: &Loader) -> anyhow::Result<EpochShapes> {
+        let mut shapes = self.epoch(0, loader)?;
+        if let Some(mg) = &self.multigrid {
+            shapes.layout = loader.layout();
+            shapes.batch_size = self.recipe.train.batch_size;
+            shapes.crop = loader.options().crop;
+            shapes.position = None;
+            if mg.schedule.is_some() {
+                shapes.bn = mg.bn_for(self.recipe.train.batch_size / self.world.max(1));
+            }
+        }
+        Ok(shapes)
+    }
+
     /// Sets the model's BN for an epoch of `shapes`.
     pub fn apply_bn(&self, model: &SlowFast, shapes: &EpochShapes) {
         let mode = match shapes.bn {
