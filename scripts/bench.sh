@@ -35,3 +35,7 @@ echo "## Training step, R50 8x8, batch 2, 32 frames at 128, 2 threads: trainer v
 
 echo "## Data parallel, R50 8x8, global batch 4 at 128: gradient all-reduce over Gloo loopback; 2 processes x 1 thread vs 1 x 2; vs PyTorch DDP"
 "$bin/trainer" bench-dist --arch slowfast_8x8_r50 --batch 4 --size 128 --python "$py"
+
+echo "## Multigrid against the normal schedule: the reduced SlowFast on the synthetic motion set, 16 epochs each (about 12 minutes)"
+rm -rf "$repo/target/bench-multigrid"
+"$bin/trainer" bench-multigrid --config "$repo/configs/bench_multigrid_synth.yaml" --out "$repo/target/bench-multigrid"
