@@ -16,3 +16,4 @@ pub mod onnx_meta;
 pub mod preprocess;
 pub mod ring;
 pub mod sampling;
+pub mod schema;

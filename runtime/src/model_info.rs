@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::onnx_meta;
+use crate::schema::metadata::*;
+use crate::schema::tensors;
 
 /// The metadata format this runtime understands.
-pub const FORMAT_VERSION: &str = "1";
+pub use crate::schema::metadata::FORMAT_VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelInfoError {
@@ -38,8 +40,8 @@ impl OutputKind {
     /// The name of the graph output, which the exporter makes equal to the kind.
     pub fn tensor_name(self) -> &'static str {
         match self {
-            OutputKind::Probabilities => "probabilities",
-            OutputKind::Logits => "logits",
+            OutputKind::Probabilities => tensors::PROBABILITIES,
+            OutputKind::Logits => tensors::LOGITS,
         }
     }
 }
@@ -82,53 +84,53 @@ impl ModelInfo {
     /// Checks a metadata map; `model` only names the file in errors.
     pub fn from_props(model: &Path, props: &BTreeMap<String, String>) -> Result<Self, ModelInfoError> {
         let p = Props { model, props };
-        let version = p.get("slowfast.format_version").map_err(|_| ModelInfoError::NoMetadata { model: model.into() })?;
+        let version = p.get(KEY_FORMAT_VERSION).map_err(|_| ModelInfoError::NoMetadata { model: model.into() })?;
         if version != FORMAT_VERSION {
             return Err(p.invalid(
-                "slowfast.format_version",
+                KEY_FORMAT_VERSION,
                 format!("version {version:?} is not supported (this runtime reads version {FORMAT_VERSION})"),
             ));
         }
         let info = ModelInfo {
             path: model.into(),
-            arch: p.get("slowfast.arch")?.to_string(),
-            model_config: p.parse_with("slowfast.model_config", |s| serde_json::from_str(s).map_err(|e| e.to_string()))?,
-            alpha: p.positive("slowfast.alpha")?,
-            fast_frames: p.positive("slowfast.fast_frames")?,
-            slow_frames: p.positive("slowfast.slow_frames")?,
-            sampling_rate: p.positive("slowfast.sampling_rate")?,
-            target_fps: p.parse_with("slowfast.target_fps", |s| match s.trim().parse::<f64>() {
+            arch: p.get(KEY_ARCH)?.to_string(),
+            model_config: p.parse_with(KEY_MODEL_CONFIG, |s| serde_json::from_str(s).map_err(|e| e.to_string()))?,
+            alpha: p.positive(KEY_ALPHA)?,
+            fast_frames: p.positive(KEY_FAST_FRAMES)?,
+            slow_frames: p.positive(KEY_SLOW_FRAMES)?,
+            sampling_rate: p.positive(KEY_SAMPLING_RATE)?,
+            target_fps: p.parse_with(KEY_TARGET_FPS, |s| match s.trim().parse::<f64>() {
                 Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
                 _ => Err(format!("{s:?} is not a positive frame rate")),
             })?,
-            crop_size: p.positive("slowfast.crop_size")?,
-            dynamic_spatial: p.parse_with("slowfast.dynamic_spatial", |s| match s {
+            crop_size: p.positive(KEY_CROP_SIZE)?,
+            dynamic_spatial: p.parse_with(KEY_DYNAMIC_SPATIAL, |s| match s {
                 "true" => Ok(true),
                 "false" => Ok(false),
                 _ => Err(format!("{s:?} is neither \"true\" nor \"false\"")),
             })?,
-            mean: p.triple("slowfast.mean", false)?,
-            std: p.triple("slowfast.std", true)?,
-            num_classes: p.positive("slowfast.num_classes")?,
-            labels: p.parse_with("slowfast.labels", |s| {
+            mean: p.triple(KEY_MEAN, false)?,
+            std: p.triple(KEY_STD, true)?,
+            num_classes: p.positive(KEY_NUM_CLASSES)?,
+            labels: p.parse_with(KEY_LABELS, |s| {
                 serde_json::from_str::<Vec<String>>(s).map_err(|e| format!("not a JSON array of strings: {e}"))
             })?,
-            output: p.parse_with("slowfast.output", |s| match s {
-                "probabilities" => Ok(OutputKind::Probabilities),
-                "logits" => Ok(OutputKind::Logits),
+            output: p.parse_with(KEY_OUTPUT, |s| match s {
+                tensors::PROBABILITIES => Ok(OutputKind::Probabilities),
+                tensors::LOGITS => Ok(OutputKind::Logits),
                 _ => Err(format!("{s:?} is neither \"probabilities\" nor \"logits\"")),
             })?,
-            recipe: p.get("slowfast.recipe")?.to_string(),
+            recipe: p.get(KEY_RECIPE)?.to_string(),
         };
         if info.labels.len() != info.num_classes {
             return Err(p.invalid(
-                "slowfast.labels",
+                KEY_LABELS,
                 format!("{} labels for {} classes (slowfast.num_classes)", info.labels.len(), info.num_classes),
             ));
         }
         if !info.fast_frames.is_multiple_of(info.alpha) || info.fast_frames / info.alpha != info.slow_frames {
             return Err(p.invalid(
-                "slowfast.slow_frames",
+                KEY_SLOW_FRAMES,
                 format!("{} slow frames do not follow from {} fast frames at alpha {}", info.slow_frames, info.fast_frames, info.alpha),
             ));
         }

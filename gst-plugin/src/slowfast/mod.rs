@@ -17,5 +17,5 @@ glib::wrapper! {
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     // Documents the enum in gst-inspect and the plugin docs.
     imp::Backend::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
-    gst::Element::register(Some(plugin), "slowfast", gst::Rank::NONE, SlowFast::static_type())
+    gst::Element::register(Some(plugin), runtime::schema::ELEMENT, gst::Rank::NONE, SlowFast::static_type())
 }

@@ -5,9 +5,11 @@
 use std::collections::VecDeque;
 
 use gst::prelude::ToSendValue;
+use runtime::schema::prediction as fields;
 
-/// Name of the ROI type, the meta parameter structure and the bus message.
-pub const NAME: &str = "slowfast";
+/// Name of the ROI type, the meta parameter structure and the bus message
+/// (`runtime::schema::prediction` owns the layout).
+pub const NAME: &str = fields::NAME;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
@@ -49,14 +51,14 @@ impl Prediction {
         let ids = gst::Array::new(self.class_ids.iter().map(|&c| c.to_send_value()));
         let labels = gst::Array::new(self.labels.iter().map(|l| l.to_send_value()));
         let scores = gst::Array::new(self.scores.iter().map(|s| s.to_send_value()));
-        let time = |t: Option<gst::ClockTime>| t.map(|t| t.nseconds()).unwrap_or(u64::MAX);
+        let time = |t: Option<gst::ClockTime>| t.map(|t| t.nseconds()).unwrap_or(fields::NO_TIME);
         gst::Structure::builder(NAME)
-            .field("index", self.index)
-            .field("class-ids", ids)
-            .field("labels", labels)
-            .field("scores", scores)
-            .field("clip-start", time(self.clip_start))
-            .field("clip-end", time(self.clip_end))
+            .field(fields::INDEX, self.index)
+            .field(fields::CLASS_IDS, ids)
+            .field(fields::LABELS, labels)
+            .field(fields::SCORES, scores)
+            .field(fields::CLIP_START, time(self.clip_start))
+            .field(fields::CLIP_END, time(self.clip_end))
             .build()
     }
 

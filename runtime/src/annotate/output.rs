@@ -38,7 +38,7 @@ impl OutputPipeline {
             .block(!live)
             .max_buffers(if live { 0 } else { FILE_QUEUE })
             .build();
-        let slowfast = make("slowfast")?;
+        let slowfast = make(crate::schema::ELEMENT)?;
         configure(&slowfast, &opts.element)?;
         // A file loses nothing by waiting for inference: its predictions
         // then do not depend on the machine's speed.

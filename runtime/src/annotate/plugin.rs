@@ -22,7 +22,7 @@ pub fn ensure_element(dirs: &[PathBuf]) -> Result<PluginLocation, AnnotateError>
             return load(&path);
         }
     }
-    if gst::ElementFactory::find("slowfast").is_some() {
+    if gst::ElementFactory::find(crate::schema::ELEMENT).is_some() {
         return Ok(PluginLocation::Registry);
     }
     let looked: Vec<String> = dirs.iter().map(|d| d.join(PLUGIN_FILE).display().to_string()).collect();
@@ -34,7 +34,7 @@ pub fn ensure_element(dirs: &[PathBuf]) -> Result<PluginLocation, AnnotateError>
 
 fn load(path: &Path) -> Result<PluginLocation, AnnotateError> {
     gst::Plugin::load_file(path).map_err(|e| AnnotateError::PluginLoad { path: path.into(), why: e.to_string() })?;
-    if gst::ElementFactory::find("slowfast").is_none() {
+    if gst::ElementFactory::find(crate::schema::ELEMENT).is_none() {
         return Err(AnnotateError::PluginLoad { path: path.into(), why: "it registers no `slowfast` element".into() });
     }
     Ok(PluginLocation::File(path.into()))

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::schema::prediction as fields;
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassScore {
     pub class: u32,
@@ -22,7 +24,7 @@ impl PredictionRecord {
     /// Reads the element's message structure (see the element's docs);
     /// `None` when it is not a prediction.
     pub fn from_structure(s: &gst::StructureRef) -> Option<Result<PredictionRecord, String>> {
-        if s.name() != "slowfast" {
+        if s.name() != fields::NAME {
             return None;
         }
         Some(Self::parse(s))
@@ -30,9 +32,9 @@ impl PredictionRecord {
 
     fn parse(s: &gst::StructureRef) -> Result<PredictionRecord, String> {
         let field = |name: &str| s.get::<gst::Array>(name).map_err(|e| format!("prediction message field {name}: {e}"));
-        let ids = field("class-ids")?;
-        let labels = field("labels")?;
-        let scores = field("scores")?;
+        let ids = field(fields::CLASS_IDS)?;
+        let labels = field(fields::LABELS)?;
+        let scores = field(fields::SCORES)?;
         let mut top = Vec::with_capacity(ids.len());
         for ((id, label), score) in ids.iter().zip(labels.iter()).zip(scores.iter()) {
             top.push(ClassScore {
@@ -43,12 +45,12 @@ impl PredictionRecord {
         }
         let time = |name: &str| -> Result<Option<f64>, String> {
             let ns = s.get::<u64>(name).map_err(|e| format!("prediction message field {name}: {e}"))?;
-            Ok((ns != u64::MAX).then(|| ns as f64 / 1e9))
+            Ok((ns != fields::NO_TIME).then(|| ns as f64 / 1e9))
         };
         Ok(PredictionRecord {
-            index: s.get::<u64>("index").map_err(|e| format!("prediction message field index: {e}"))?,
-            clip_start_s: time("clip-start")?,
-            clip_end_s: time("clip-end")?,
+            index: s.get::<u64>(fields::INDEX).map_err(|e| format!("prediction message field {}: {e}", fields::INDEX))?,
+            clip_start_s: time(fields::CLIP_START)?,
+            clip_end_s: time(fields::CLIP_END)?,
             top,
         })
     }

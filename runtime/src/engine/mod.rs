@@ -22,6 +22,7 @@ pub use tensorrt::{EngineCache, TensorRtOptions};
 
 use crate::model_info::{ModelInfo, ModelInfoError, OutputKind};
 use crate::preprocess::Clip;
+use crate::schema::tensors;
 
 const INSTALL_HINT: &str = "run `bash scripts/setup.sh` (installs the PyPI `onnxruntime` wheel and links its library), \
      or `pip install onnxruntime` (CPU) / `pip install onnxruntime-gpu` (CUDA, TensorRT) and set ORT_DYLIB_PATH \
@@ -176,7 +177,7 @@ impl Engine {
     fn check_signature(&self) -> Result<(), EngineError> {
         let bad = |why: String| EngineError::Model { model: self.info.path.clone(), why };
         let inputs: Vec<&str> = self.session.inputs().iter().map(|i| i.name()).collect();
-        for name in ["slow", "fast"] {
+        for name in [tensors::SLOW, tensors::FAST] {
             if !inputs.contains(&name) {
                 return Err(bad(format!("the graph has no input `{name}` (inputs: {inputs:?})")));
             }
@@ -212,7 +213,7 @@ impl Engine {
         let fast = TensorRef::from_array_view((fast_shape, &*fast)).map_err(|e| fail(format!("input `fast`: {e}")))?;
         let output_name = self.info.output.tensor_name();
         let (num_classes, kind) = (self.info.num_classes, self.info.output);
-        let outputs = self.session.run(ort::inputs!["slow" => slow, "fast" => fast]).map_err(|e| fail(e.to_string()))?;
+        let outputs = self.session.run(ort::inputs![tensors::SLOW => slow, tensors::FAST => fast]).map_err(|e| fail(e.to_string()))?;
         let Some(value) = outputs.get(output_name) else {
             return Err(fail(format!("no output `{output_name}`")));
         };

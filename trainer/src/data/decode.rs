@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use gst::prelude::*;
 use gst_video::prelude::*;
 
-use super::SampleError;
+use super::{SampleError, SampleErrorKind};
 use super::gate::{self, Gate};
 use super::reference::H264Framing;
 use super::source::RawClip;
@@ -169,7 +169,7 @@ impl Pipeline {
                 _ => {}
             }
         }
-        Err(fail(format!("no video frame within {PREROLL_TIMEOUT_S} s")))
+        Err(SampleError::timed_out(self.name.clone(), format!("no video frame within {PREROLL_TIMEOUT_S} s")))
     }
 
     /// Prerolls (or waits for the gate); returns the frame rate, the
@@ -440,7 +440,7 @@ fn open_for_seek(path: &Path, gated: bool) -> Result<(Pipeline, Opened), SampleE
         let p = Pipeline::open(path, gated)?;
         match p.preroll() {
             Ok(o) => return Ok((p, o)),
-            Err(e) if e.why.starts_with("no video frame within") => last = Some(e),
+            Err(e) if e.kind == SampleErrorKind::TimedOut => last = Some(e),
             Err(e) => return Err(e),
         }
     }

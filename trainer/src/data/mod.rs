@@ -26,10 +26,26 @@ pub use source::{RawClip, Source};
 pub struct SampleError {
     pub name: String,
     pub why: String,
+    /// What code may branch on; the text is for people.
+    pub kind: SampleErrorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SampleErrorKind {
+    /// The file is unusable as it is.
+    #[default]
+    Unreadable,
+    /// Decoding produced no frame in time: worth another try on a busy
+    /// machine (GStreamer's first registry scan, a loaded CPU).
+    TimedOut,
 }
 
 impl SampleError {
     pub fn new(name: impl Into<String>, why: impl std::fmt::Display) -> Self {
-        SampleError { name: name.into(), why: why.to_string() }
+        SampleError { name: name.into(), why: why.to_string(), kind: SampleErrorKind::Unreadable }
+    }
+
+    pub fn timed_out(name: impl Into<String>, why: impl std::fmt::Display) -> Self {
+        SampleError { kind: SampleErrorKind::TimedOut, ..Self::new(name, why) }
     }
 }

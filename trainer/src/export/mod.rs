@@ -34,8 +34,7 @@ use graph::{Dim, GraphBuilder, ModelInfo};
 pub use graph::OPSET;
 
 /// Names of the graph inputs.
-pub const INPUT_SLOW: &str = "slow";
-pub const INPUT_FAST: &str = "fast";
+pub use runtime::schema::tensors::{FAST as INPUT_FAST, SLOW as INPUT_SLOW};
 /// ONNX `producer_name` of every exported model.
 pub const PRODUCER_NAME: &str = "slowfast-rs trainer";
 
@@ -103,8 +102,8 @@ impl ExportOptions {
 /// Graph output name (and `slowfast.output` value) for an output kind.
 pub fn output_name(output: EvalOutput) -> &'static str {
     match output {
-        EvalOutput::Probabilities => "probabilities",
-        EvalOutput::Logits => "logits",
+        EvalOutput::Probabilities => runtime::schema::tensors::PROBABILITIES,
+        EvalOutput::Logits => runtime::schema::tensors::LOGITS,
     }
 }
 
