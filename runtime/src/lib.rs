@@ -3,11 +3,11 @@
 //! buffer for live streams, and engines on ONNX Runtime. It never links
 //! libtorch, so it runs on edge devices with only GStreamer and ONNX Runtime.
 
-#[cfg(feature = "gstreamer")]
+#[cfg(feature = "annotate")]
 pub mod annotate;
-#[cfg(feature = "gstreamer")]
+#[cfg(feature = "decode")]
 pub mod classify;
-#[cfg(feature = "gstreamer")]
+#[cfg(feature = "decode")]
 pub mod decode;
 pub mod engine;
 pub mod labels;
