@@ -27,7 +27,8 @@ pub struct Args {
     /// (port 0: any free port, reported on start).
     #[arg(long, value_parser = parse_serve)]
     serve: Option<ServeAddress>,
-    /// ONNX model [default: the bundled demo model, models/demo/model.onnx].
+    /// ONNX model [default: the bundled demo model: models/demo/model.onnx beside
+    /// the executable or in ~/.local/share/slowfast, else the copy built in].
     #[arg(long)]
     model: Option<PathBuf>,
     /// Class names replacing the model's own labels.
@@ -218,18 +219,44 @@ pub fn plugin_dirs() -> Vec<PathBuf> {
 
 const DEMO_MODEL: &str = "models/demo/model.onnx";
 
+/// The bundled demo model, inside the binary: a copied or installed
+/// `slowfast` has its default without the checkout it was built in.
+const EMBEDDED_DEMO: &[u8] = include_bytes!("../../../../models/demo/model.onnx");
+
+/// The default model, in this order: `models/demo/model.onnx` beside the
+/// executable, then in the data directory (`$XDG_DATA_HOME/slowfast`, else
+/// `~/.local/share/slowfast`), then the copy built into the binary, written
+/// once to the cache directory (`$XDG_CACHE_HOME/slowfast`, else
+/// `~/.cache/slowfast`) since the element reads models from files.
 fn default_model() -> anyhow::Result<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         candidates.push(dir.join(DEMO_MODEL));
     }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEMO_MODEL));
-    if let Ok(cwd) = std::env::current_dir() {
-        candidates.push(cwd.join(DEMO_MODEL));
+    if let Some(data) = xdg_dir("XDG_DATA_HOME", ".local/share") {
+        candidates.push(data.join(DEMO_MODEL));
     }
     if let Some(found) = candidates.iter().find(|p| p.is_file()) {
         return Ok(found.clone());
     }
-    let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-    bail!("no --model given and no bundled demo model found (looked for {}): pass --model m.onnx", looked.join(", "))
+    let cache = xdg_dir("XDG_CACHE_HOME", ".cache").context("no --model given, and neither XDG_CACHE_HOME nor HOME is set to unpack the built-in demo model to: pass --model m.onnx")?;
+    // The length in the name: a rebuilt binary with another model unpacks anew.
+    let path = cache.join(format!("demo-model-{}.onnx", EMBEDDED_DEMO.len()));
+    if std::fs::metadata(&path).map(|m| m.len() as usize == EMBEDDED_DEMO.len()).unwrap_or(false) {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&cache).with_context(|| format!("{}: cannot create the cache folder for the built-in demo model", cache.display()))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, EMBEDDED_DEMO).with_context(|| format!("{}: cannot unpack the built-in demo model", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("{}: cannot unpack the built-in demo model", path.display()))?;
+    Ok(path)
+}
+
+/// `$VAR/slowfast`, else `$HOME/<fallback>/slowfast` (the XDG base directories).
+fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
+    let base = match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(v) => PathBuf::from(v),
+        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(fallback),
+    };
+    Some(base.join("slowfast"))
 }
