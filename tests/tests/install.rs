@@ -47,6 +47,8 @@ fn installed_tools_run_without_set_up() {
     assert!(text.contains("parameters: 34566488"), "{text}");
     let text = ok("slowfast classify", clean("slowfast").arg("classify").arg(&clip).arg("--model").arg(&model).output().expect("slowfast"));
     assert!(text.contains("mmaction2_demo.mp4"), "{text}");
+    let text = ok("gst-inspect-1.0 slowfast", clean("gst-inspect-1.0").arg("slowfast").output().expect("gst-inspect-1.0"));
+    assert!(text.contains("libgstslowfast.so") || text.contains("slowfast"), "{text}");
     let pipeline = format!(
         "videotestsrc num-buffers=40 ! video/x-raw,width=96,height=72,framerate=30/1 ! videoconvert ! slowfast model={} ! fakesink",
         model.display()
