@@ -86,13 +86,11 @@ fn i420_size(w: i32, h: i32) -> usize {
 fn predictions_on(bus: &gst::Bus) -> Vec<gst::Structure> {
     let mut out = Vec::new();
     while let Some(msg) = bus.pop() {
-        if let gst::MessageView::Element(e) = msg.view() {
-            if let Some(s) = e.structure() {
-                if s.name() == "slowfast" {
+        if let gst::MessageView::Element(e) = msg.view()
+            && let Some(s) = e.structure()
+                && s.name() == "slowfast" {
                     out.push(s.to_owned());
                 }
-            }
-        }
     }
     out
 }

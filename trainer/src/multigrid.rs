@@ -283,14 +283,14 @@ impl Multigrid {
             let p = self.epoch_plan(e, world)?;
             let per = p.batch_size / world;
             match p.bn {
-                BnPlan::SubBatchnorm(k) if k == 0 || per % k != 0 => {
+                BnPlan::SubBatchnorm(k) if k == 0 || !per.is_multiple_of(k) => {
                     return Err(format!(
                         "epoch {}: {per} clips per process (batch {} over {world}) are not a whole number of {k} BN splits",
                         e + 1,
                         p.batch_size
                     ));
                 }
-                BnPlan::SyncBatchnorm(k) if world > 1 && (k > world || world % k != 0) => {
+                BnPlan::SyncBatchnorm(k) if world > 1 && (k > world || !world.is_multiple_of(k)) => {
                     return Err(format!(
                         "epoch {}: {per} clips per process need BN synced over {k} processes, which do not tile the {world}",
                         e + 1
@@ -371,7 +371,7 @@ impl Multigrid {
         for e in schedule {
             if epoch < e.end_epoch {
                 let period = ((e.end_epoch - prev) / self.settings.eval_freq + 1).max(1);
-                return Some((e.end_epoch - 1 - epoch) % period == 0);
+                return Some((e.end_epoch - 1 - epoch).is_multiple_of(period));
             }
             prev = e.end_epoch;
         }

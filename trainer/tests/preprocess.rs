@@ -28,7 +28,7 @@ fn centre_crop_matches_pyslowfast() {
             std::array::from_fn(|c| std[c]),
         );
         let want = Tensor::from_slice(&numbers(&case["crops"][1])).to_kind(tch::Kind::Float);
-        assert_eq!(x.numel(), want.numel() as usize, "{w}x{h} -> {crop}");
+        assert_eq!(x.numel(), want.numel(), "{w}x{h} -> {crop}");
         let worst = (x.flatten(0, -1) - want).abs().max().double_value(&[]);
         assert!(worst < 1e-4, "{w}x{h} -> crop {crop}: max abs diff {worst}");
     }

@@ -22,7 +22,7 @@ pub fn caption(frame: &mut Frame<'_>, text: &str) {
     let box_h = ((8 + 2 * PAD) * scale).min(h);
     let ink = |x: usize, y: usize| -> bool {
         let (gx, gy) = (x / scale, y / scale);
-        if gx < PAD || gy < PAD || gy >= PAD + 8 {
+        if gx < PAD || !(PAD..PAD + 8).contains(&gy) {
             return false;
         }
         let (gx, gy) = (gx - PAD, gy - PAD);

@@ -50,11 +50,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     if i >= n {
                         break;
                     }
-                    if let Err(e) = source.check(i) {
-                        if let Ok(mut b) = bad.lock() {
+                    if let Err(e) = source.check(i)
+                        && let Ok(mut b) = bad.lock() {
                             b.push((i, e));
                         }
-                    }
                 }
             });
         }

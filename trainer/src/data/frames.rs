@@ -38,7 +38,7 @@ pub fn read_clips(dir: &Path, pick: impl Fn(usize) -> Vec<Vec<usize>>) -> Result
         let mut data = Vec::new();
         for &i in &idx {
             let i = i.min(files.len() - 1);
-            if !cache.contains_key(&i) {
+            if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(i) {
                 let img = image::open(&files[i])
                     .map_err(|e| SampleError::new(files[i].display().to_string(), e))?
                     .to_rgb8();
@@ -52,7 +52,7 @@ pub fn read_clips(dir: &Path, pick: impl Fn(usize) -> Vec<Vec<usize>>) -> Result
                     }
                     _ => {}
                 }
-                cache.insert(i, img);
+                e.insert(img);
             }
             data.extend_from_slice(cache[&i].as_raw());
         }

@@ -226,11 +226,10 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("must be in [0, 1), got {}", self.dropout));
         }
-        if let HeadPool::Kernel { slow, fast } = &self.head_pool {
-            if slow.iter().chain(fast).any(|&k| k < 1) {
+        if let HeadPool::Kernel { slow, fast } = &self.head_pool
+            && slow.iter().chain(fast).any(|&k| k < 1) {
                 return bad("head_pool", "kernel sizes must be at least 1".to_string());
             }
-        }
         Ok(())
     }
 

@@ -178,11 +178,10 @@ impl BatchNorm3d {
     /// number of splits again keeps the splits' statistics.
     pub fn set_mode(&self, mode: NormMode) {
         let mut norm = self.norm();
-        if let (Norm::Sub(sub), NormMode::Sub(k)) = (&*norm, &mode) {
-            if sub.splits == *k as i64 {
+        if let (Norm::Sub(sub), NormMode::Sub(k)) = (&*norm, &mode)
+            && sub.splits == *k as i64 {
                 return;
             }
-        }
         if let Norm::Sub(sub) = &*norm {
             self.merge(sub);
         }

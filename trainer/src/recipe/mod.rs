@@ -96,11 +96,10 @@ impl Recipe {
                     *p = base.join(&*p);
                 }
             }
-            if let Some(root) = &mut l.root {
-                if root.is_relative() {
+            if let Some(root) = &mut l.root
+                && root.is_relative() {
                     *root = base.join(&*root);
                 }
-            }
         }
     }
 
@@ -137,12 +136,12 @@ impl Recipe {
         }
         // A run on fewer processes than one group syncs over all of them.
         let k = self.bn.num_sync_devices.min(world);
-        if self.bn.norm_type == NormType::SyncBatchnorm && world % k != 0 {
+        if self.bn.norm_type == NormType::SyncBatchnorm && !world.is_multiple_of(k) {
             return Err(err("bn.num_sync_devices", format!("{k} does not divide the {world} processes into whole groups")));
         }
         if self.bn.norm_type == NormType::SubBatchnorm && self.multigrid.is_none() {
             let per = self.train.batch_size / world;
-            if per % self.bn.num_splits != 0 {
+            if !per.is_multiple_of(self.bn.num_splits) {
                 return Err(err("bn.num_splits", format!("{per} clips per process are not a whole number of {} splits", self.bn.num_splits)));
             }
         }
@@ -158,17 +157,15 @@ impl Recipe {
         let Dataset::Lists(l) = &self.data.dataset else { return Ok(()) };
         let err = |field: &str, why: String| RecipeError::Invalid { path: self.source.clone(), field: field.into(), why };
         for (field, p) in [("train", &l.train), ("val", &l.val), ("test", &l.test)] {
-            if let Some(p) = p {
-                if !p.is_file() {
+            if let Some(p) = p
+                && !p.is_file() {
                     return Err(err(&format!("data.dataset.lists.{field}"), format!("{}: no such file", p.display())));
                 }
-            }
         }
-        if let Some(root) = &l.root {
-            if !root.is_dir() {
+        if let Some(root) = &l.root
+            && !root.is_dir() {
                 return Err(err("data.dataset.lists.root", format!("{}: no such folder", root.display())));
             }
-        }
         Ok(())
     }
 
@@ -177,7 +174,7 @@ impl Recipe {
         let model = self.model_config()?;
         let bad = |field: &str, why: String| Err((field.to_string(), why));
         let d = &self.data;
-        if d.num_frames == 0 || d.num_frames % model.alpha as usize != 0 {
+        if d.num_frames == 0 || !d.num_frames.is_multiple_of(model.alpha as usize) {
             return bad("data.num_frames", format!("{} must be a positive multiple of model alpha {}", d.num_frames, model.alpha));
         }
         if d.sampling_rate == 0 {
@@ -257,22 +254,20 @@ impl Recipe {
         if s.warmup_epochs > s.max_epoch as f64 {
             return bad("solver.warmup_epochs", format!("{} is beyond max_epoch {}", s.warmup_epochs, s.max_epoch));
         }
-        if let LrPolicy::Steps { steps, lrs } = &s.lr_policy {
-            if steps.len() != lrs.len() || steps.first() != Some(&0) || steps.windows(2).any(|w| w[0] >= w[1]) {
+        if let LrPolicy::Steps { steps, lrs } = &s.lr_policy
+            && (steps.len() != lrs.len() || steps.first() != Some(&0) || steps.windows(2).any(|w| w[0] >= w[1])) {
                 return bad(
                     "solver.lr_policy.steps",
                     "needs ascending epochs starting at 0 and one relative LR per step".into(),
                 );
             }
-        }
         if !(0.0..1.0).contains(&s.label_smoothing) {
             return bad("solver.label_smoothing", format!("must be in [0, 1), got {}", s.label_smoothing));
         }
-        if let Some(c) = s.clip_grad_norm {
-            if !(c > 0.0) {
+        if let Some(c) = s.clip_grad_norm
+            && !(c > 0.0) {
                 return bad("solver.clip_grad_norm", format!("must be positive, got {c}"));
             }
-        }
         if s.reference_batch_size == 0 {
             return bad("solver.reference_batch_size", "must be at least 1".into());
         }
@@ -302,7 +297,7 @@ impl Recipe {
         }
         if self.bn.norm_type == NormType::SubBatchnorm && self.multigrid.is_none() {
             let per = self.train.batch_size;
-            if per % self.bn.num_splits != 0 {
+            if !per.is_multiple_of(self.bn.num_splits) {
                 return bad("bn.num_splits", format!("{per} clips per batch are not a whole number of {} splits", self.bn.num_splits));
             }
         }
@@ -319,11 +314,10 @@ impl Recipe {
         if self.precise_bn.enabled && self.precise_bn.num_batches == 0 {
             return bad("precise_bn.num_batches", "must be at least 1 when precise BN is enabled".into());
         }
-        if let DeviceChoice::Cuda(i) = self.device {
-            if i < 0 {
+        if let DeviceChoice::Cuda(i) = self.device
+            && i < 0 {
                 return bad("device", format!("cuda index {i} is negative"));
             }
-        }
         Ok(())
     }
 }

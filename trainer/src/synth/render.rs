@@ -159,7 +159,7 @@ fn inside(shape: Shape, u: f64, v: f64) -> bool {
     match shape {
         Shape::Disc => u * u + v * v <= 1.0,
         Shape::Square => u.abs().max(v.abs()) <= 0.8,
-        Shape::Triangle => v >= -0.6 && v <= 0.9 && u.abs() <= (0.9 - v) * 0.7,
+        Shape::Triangle => (-0.6..=0.9).contains(&v) && u.abs() <= (0.9 - v) * 0.7,
         Shape::Plus => (u.abs() < 0.3 && v.abs() < 0.95) || (v.abs() < 0.3 && u.abs() < 0.95),
     }
 }

@@ -25,11 +25,9 @@ pub fn write_mp4(frames: &[Vec<u8>], size: u32, path: &Path) -> Result<(), Write
     let size = size as i32;
     // I420 before x264enc keeps the stream in the High profile every decoder
     // reads; short GOPs keep seeking to a clip cheap.
-    let desc = format!(
-        "appsrc name=src format=time is-live=false ! videoconvert ! video/x-raw,format=I420 ! \
+    let desc = "appsrc name=src format=time is-live=false ! videoconvert ! video/x-raw,format=I420 ! \
          x264enc speed-preset=faster key-int-max=8 bframes=0 threads=1 ! video/x-h264,profile=high ! \
-         mp4mux ! filesink name=sink"
-    );
+         mp4mux ! filesink name=sink".to_string();
     let pipeline = gst::parse::launch(&desc)
         .map_err(|e| fail(path, format!("building the encoder: {e}")))?
         .downcast::<gst::Pipeline>()
@@ -126,11 +124,10 @@ pub fn write_dataset(out: &Path, spec: &SynthSpec, train: usize, val: usize, wor
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some((split, index, _, rel)) = jobs.get(i) else { break };
                     let clip = render_clip(spec, *split, *index);
-                    if let Err(e) = write_mp4(&clip.frames, clip.size, &out.join(rel)) {
-                        if let Ok(mut errs) = errors.lock() {
+                    if let Err(e) = write_mp4(&clip.frames, clip.size, &out.join(rel))
+                        && let Ok(mut errs) = errors.lock() {
                             errs.push(e);
                         }
-                    }
                 }
             });
         }

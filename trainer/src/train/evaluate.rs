@@ -245,7 +245,7 @@ pub fn summarise(
         .filter(|&(t, p)| t != p && matrix[t][p] > 0)
         .map(|(t, p)| Confusion { truth: name(t), predicted: name(p), count: matrix[t][p] })
         .collect();
-    confusions.sort_by(|a, b| b.count.cmp(&a.count));
+    confusions.sort_by_key(|c| std::cmp::Reverse(c.count));
     let videos = video_probs.len();
     let d = videos.max(1) as f64;
     TestResult {

@@ -108,7 +108,7 @@ impl Progress {
                 bar.set_position(iter as u64);
                 bar.set_message(format!("loss {loss:.4} lr {lr:.5}"));
             }
-            None if iter % self.log_period == 0 || iter == iters => {
+            None if iter.is_multiple_of(self.log_period) || iter == iters => {
                 self.print(&format!("epoch {epoch} iter {iter}/{iters} loss {loss:.4} lr {lr:.6}"));
             }
             None => {}

@@ -300,8 +300,8 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         }
         // PySlowFast merges sub-batch statistics after every epoch.
         model.aggregate_sub_bn_stats();
-        if eval_due {
-            if let Some(val_loader) = &val_loader {
+        if eval_due
+            && let Some(val_loader) = &val_loader {
                 let mut sums = evaluate::validate_sums(&model, val_loader, device)?;
                 if let Some(d) = dist {
                     let mut v = [sums.clips, sums.top1, sums.top5, sums.loss];
@@ -326,7 +326,6 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
                 state.best_val_top1 = Some(state.best_val_top1.map_or(v.top1, |b: f64| b.max(v.top1)));
                 last_val = Some(v.top1);
             }
-        }
         state.multigrid = now.position.clone();
         if main && checkpoint_due {
             let mut optim_state = step.optimizer.state();

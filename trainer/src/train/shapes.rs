@@ -84,11 +84,10 @@ impl<'a> Shapes<'a> {
         }
         if let Some(mg) = &multigrid {
             for e in 0..mg.solver.max_epoch {
-                if let Ok(p) = mg.epoch_plan(e, world) {
-                    if let BnPlan::SyncBatchnorm(k) = p.bn {
+                if let Ok(p) = mg.epoch_plan(e, world)
+                    && let BnPlan::SyncBatchnorm(k) = p.bn {
                         sizes.push(k);
                     }
-                }
             }
         }
         sizes.sort();
@@ -178,6 +177,6 @@ impl<'a> Shapes<'a> {
             return (due || last, due || last);
         }
         let t = &self.recipe.train;
-        ((epoch + 1) % t.eval_period == 0 || last, (epoch + 1) % t.checkpoint_period == 0 || last)
+        ((epoch + 1).is_multiple_of(t.eval_period) || last, (epoch + 1).is_multiple_of(t.checkpoint_period) || last)
     }
 }
