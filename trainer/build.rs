@@ -50,16 +50,17 @@ fn main() {
 fn cuda_include_dirs(torch: &std::path::Path) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(site) = torch.parent()
-        && let Ok(entries) = std::fs::read_dir(site.join("nvidia")) {
-            for e in entries.flatten() {
-                for sub in ["include", "cu13/include", "cu12/include"] {
-                    let d = e.path().join(sub);
-                    if d.is_dir() {
-                        dirs.push(d);
-                    }
+        && let Ok(entries) = std::fs::read_dir(site.join("nvidia"))
+    {
+        for e in entries.flatten() {
+            for sub in ["include", "cu13/include", "cu12/include"] {
+                let d = e.path().join(sub);
+                if d.is_dir() {
+                    dirs.push(d);
                 }
             }
         }
+    }
     let toolkit = PathBuf::from(std::env::var("CUDA_HOME").unwrap_or_else(|_| "/usr/local/cuda".into())).join("include");
     if toolkit.is_dir() {
         dirs.push(toolkit);

@@ -88,9 +88,10 @@ fn predictions_on(bus: &gst::Bus) -> Vec<gst::Structure> {
     while let Some(msg) = bus.pop() {
         if let gst::MessageView::Element(e) = msg.view()
             && let Some(s) = e.structure()
-                && s.name() == "slowfast" {
-                    out.push(s.to_owned());
-                }
+            && s.name() == "slowfast"
+        {
+            out.push(s.to_owned());
+        }
     }
     out
 }
@@ -197,9 +198,7 @@ fn pts_gap_starts_a_new_window() {
 
 /// Blocks until the element posts a prediction (inference is asynchronous).
 fn wait_for_prediction(bus: &gst::Bus) -> gst::Structure {
-    let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Element])
-        .expect("no prediction within 30 s");
+    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Element]).expect("no prediction within 30 s");
     msg.structure().expect("message structure").to_owned()
 }
 

@@ -28,8 +28,23 @@ fn gst_inspect_documents_every_property_with_an_example() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     for prop in [
-        "model", "labels", "backend", "strict", "fp16", "engine-cache-dir", "threads", "stride", "top-k", "threshold",
-        "smoothing", "draw", "max-pending", "block", "predictions", "skipped", "provider",
+        "model",
+        "labels",
+        "backend",
+        "strict",
+        "fp16",
+        "engine-cache-dir",
+        "threads",
+        "stride",
+        "top-k",
+        "threshold",
+        "smoothing",
+        "draw",
+        "max-pending",
+        "block",
+        "predictions",
+        "skipped",
+        "provider",
     ] {
         assert!(text.contains(&format!("  {prop} ")), "property {prop} missing from gst-inspect:\n{text}");
     }

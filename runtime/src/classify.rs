@@ -123,10 +123,8 @@ pub fn classify_video(engine: &mut Engine, video: &str, views: Views, top_k: usi
             let last_read = scaled.keys().next_back().copied();
             let slack = (fps.ceil() as usize).max(n / 10);
             if first_error.is_none() && last_read.is_some_and(|last| last + slack < last_wanted) {
-                let why = format!(
-                    "the file is truncated: its index lists {n} frames but the data ends after frame {}",
-                    last_read.unwrap_or(0)
-                );
+                let why =
+                    format!("the file is truncated: its index lists {n} frames but the data ends after frame {}", last_read.unwrap_or(0));
                 return Err(DecodeError::Failed { source_name: video.to_string(), why }.into());
             }
             (n, clips, true)
@@ -149,9 +147,7 @@ pub fn classify_video(engine: &mut Engine, video: &str, views: Views, top_k: usi
         let fast: Vec<&ScaledFrame> = indices.iter().filter_map(|&i| nearest(&scaled, i)).collect();
         for &crop in crops {
             let clip = Clip::assemble(&fast, &slow, info.crop_size, crop).map_err(prep_err)?;
-            let probs = engine
-                .probabilities(&[&clip])
-                .map_err(|source| ClassifyError::Engine { video: video.to_string(), source })?;
+            let probs = engine.probabilities(&[&clip]).map_err(|source| ClassifyError::Engine { video: video.to_string(), source })?;
             for (s, p) in sum.iter_mut().zip(&probs[0]) {
                 *s += f64::from(*p);
             }

@@ -175,8 +175,8 @@ impl VideoReader {
         };
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| self.fail(format!("caps: {e}")))?;
         let fps = (info.fps().numer() > 0).then(|| info.fps().numer() as f64 / info.fps().denom() as f64);
-        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-            .map_err(|e| self.fail(format!("mapping a frame: {e}")))?;
+        let frame =
+            gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|e| self.fail(format!("mapping a frame: {e}")))?;
         let (w, h) = (info.width() as usize, info.height() as usize);
         let stride = frame.plane_stride()[0] as usize;
         let plane = frame.plane_data(0).map_err(|e| self.fail(format!("frame data: {e}")))?;
@@ -280,17 +280,13 @@ impl VideoReader {
     /// what is wrong with the file when the streams found say it: no video
     /// stream, or no stream at all (a truncated or damaged file).
     fn bus_error(&self) -> DecodeError {
-        let error = self
-            .pipeline
-            .bus()
-            .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
-            .and_then(|msg| match msg.view() {
-                gst::MessageView::Error(e) => {
-                    let debug = e.debug().map(|d| d.lines().last().unwrap_or_default().trim().to_string()).unwrap_or_default();
-                    Some(if debug.is_empty() { e.error().to_string() } else { format!("{} ({debug})", e.error()) })
-                }
-                _ => None,
-            });
+        let error = self.pipeline.bus().and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error])).and_then(|msg| match msg.view() {
+            gst::MessageView::Error(e) => {
+                let debug = e.debug().map(|d| d.lines().last().unwrap_or_default().trim().to_string()).unwrap_or_default();
+                Some(if debug.is_empty() { e.error().to_string() } else { format!("{} ({debug})", e.error()) })
+            }
+            _ => None,
+        });
         let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let what = if streams.is_empty() {
             Some("no stream could be read: the file is truncated, damaged or not a video".to_string())

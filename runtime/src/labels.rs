@@ -26,16 +26,14 @@ pub enum LabelsError {
 
 /// Reads a labels file (see the module docs for the layouts).
 pub fn read(path: &Path) -> Result<Vec<String>, LabelsError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| LabelsError::Read { path: path.to_path_buf(), why: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| LabelsError::Read { path: path.to_path_buf(), why: e.to_string() })?;
     parse(&text, path)
 }
 
 /// Parses the text of a labels file; `origin` only names it in errors.
 pub fn parse(text: &str, origin: &Path) -> Result<Vec<String>, LabelsError> {
     let line_err = |line: usize, why: String| LabelsError::Line { path: origin.to_path_buf(), line, why };
-    let lines: Vec<(usize, &str)> =
-        text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
+    let lines: Vec<(usize, &str)> = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
     let Some(&(_, first)) = lines.first() else {
         return Err(LabelsError::Invalid { path: origin.to_path_buf(), why: "no class names in the file".to_string() });
     };
@@ -43,11 +41,10 @@ pub fn parse(text: &str, origin: &Path) -> Result<Vec<String>, LabelsError> {
     let names: Vec<(usize, String)> = if split_id(first).is_some() {
         let mut by_id: Vec<Option<(usize, String)>> = vec![None; lines.len()];
         for &(n, l) in &lines {
-            let (id, name) = split_id(l)
-                .ok_or_else(|| line_err(n, format!("expected `id name` like line {}, got {l:?}", lines[0].0)))?;
-            let slot = by_id.get_mut(id).ok_or_else(|| {
-                line_err(n, format!("id {id} is out of range: {} classes need ids 0..{}", lines.len(), lines.len() - 1))
-            })?;
+            let (id, name) = split_id(l).ok_or_else(|| line_err(n, format!("expected `id name` like line {}, got {l:?}", lines[0].0)))?;
+            let slot = by_id
+                .get_mut(id)
+                .ok_or_else(|| line_err(n, format!("id {id} is out of range: {} classes need ids 0..{}", lines.len(), lines.len() - 1)))?;
             if let Some((prev, _)) = slot {
                 return Err(line_err(n, format!("id {id} already used on line {prev}")));
             }
@@ -96,10 +93,7 @@ mod tests {
 
     #[test]
     fn id_layout_places_names_by_id() {
-        assert_eq!(
-            parse_ok("1 air_drumming\n0 abseiling\n2 answering questions\n"),
-            ["abseiling", "air_drumming", "answering questions"]
-        );
+        assert_eq!(parse_ok("1 air_drumming\n0 abseiling\n2 answering questions\n"), ["abseiling", "air_drumming", "answering questions"]);
     }
 
     #[test]

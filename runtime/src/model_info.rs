@@ -76,8 +76,7 @@ impl ModelInfo {
     /// Reads and checks the metadata of an ONNX file.
     pub fn from_file(model: &Path) -> Result<Self, ModelInfoError> {
         let bytes = std::fs::read(model).map_err(|e| ModelInfoError::Read { model: model.into(), why: e.to_string() })?;
-        let props = onnx_meta::metadata_props(&bytes)
-            .map_err(|e| ModelInfoError::NotOnnx { model: model.into(), why: e.to_string() })?;
+        let props = onnx_meta::metadata_props(&bytes).map_err(|e| ModelInfoError::NotOnnx { model: model.into(), why: e.to_string() })?;
         Self::from_props(model, &props)
     }
 
@@ -123,10 +122,9 @@ impl ModelInfo {
             recipe: p.get(KEY_RECIPE)?.to_string(),
         };
         if info.labels.len() != info.num_classes {
-            return Err(p.invalid(
-                KEY_LABELS,
-                format!("{} labels for {} classes (slowfast.num_classes)", info.labels.len(), info.num_classes),
-            ));
+            return Err(
+                p.invalid(KEY_LABELS, format!("{} labels for {} classes (slowfast.num_classes)", info.labels.len(), info.num_classes))
+            );
         }
         if !info.fast_frames.is_multiple_of(info.alpha) || info.fast_frames / info.alpha != info.slow_frames {
             return Err(p.invalid(

@@ -245,7 +245,15 @@ pub struct DueWindow<'a> {
 impl TimedRing {
     pub fn new(config: RingConfig) -> TimedRing {
         let fps = if config.target_fps.is_finite() && config.target_fps > 0.0 { config.target_fps } else { 30.0 };
-        TimedRing { ring: ClipRing::new(config, fps), tick_ns: 1e9 / fps, origin: None, prev: None, held: ScaledFrame::default(), next_due: None, irregular_until: None }
+        TimedRing {
+            ring: ClipRing::new(config, fps),
+            tick_ns: 1e9 / fps,
+            origin: None,
+            prev: None,
+            held: ScaledFrame::default(),
+            next_due: None,
+            irregular_until: None,
+        }
     }
 
     /// Ticks one window spans.
@@ -350,9 +358,7 @@ impl TimedRing {
         let (start, split, end) = self.assign(pts);
         let origin = *self.origin.get_or_insert(pts);
         let first_due = self.first_due();
-        let last_due = (end > first_due)
-            .then(|| first_due + (end - 1 - first_due) / stride * stride)
-            .filter(|&d| d >= start);
+        let last_due = (end > first_due).then(|| first_due + (end - 1 - first_due) / stride * stride).filter(|&d| d >= start);
         for t in start..split {
             if self.tick_needed(t, stride) {
                 self.ring.push_scaled(&self.held);
@@ -517,9 +523,7 @@ mod tests {
     /// Grey levels of the fast frames of a clip (8x8 crops).
     fn levels(clip: &Clip, norm: &Normalization) -> Vec<u8> {
         let frame = 8 * 8;
-        (0..clip.fast.len() / 3 / frame)
-            .map(|t| ((clip.fast[t * frame] * norm.std[0] + norm.mean[0]) * 255.0).round() as u8)
-            .collect()
+        (0..clip.fast.len() / 3 / frame).map(|t| ((clip.fast[t * frame] * norm.std[0] + norm.mean[0]) * 255.0).round() as u8).collect()
     }
 
     struct Seen {

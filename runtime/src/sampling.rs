@@ -12,9 +12,7 @@ pub fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
         _ => {
             let step = (end - start) / (steps - 1) as f32;
             let half = steps / 2;
-            (0..steps)
-                .map(|i| if i < half { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 })
-                .collect()
+            (0..steps).map(|i| if i < half { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 }).collect()
         }
     }
 }
@@ -64,10 +62,7 @@ pub fn clip_indices(video_frames: usize, clip_size: f64, num_frames: usize, posi
         return vec![];
     }
     let (start, end) = clip_window(video_frames, clip_size, position);
-    linspace_f32(start as f32, end as f32, num_frames)
-        .iter()
-        .map(|&v| (v.max(0.0) as usize).min(video_frames - 1))
-        .collect()
+    linspace_f32(start as f32, end as f32, num_frames).iter().map(|&v| (v.max(0.0) as usize).min(video_frames - 1)).collect()
 }
 
 #[cfg(test)]

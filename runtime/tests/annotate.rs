@@ -238,8 +238,15 @@ fn sigint_during_a_file_annotation_leaves_a_playable_mp4() {
     let mut cmd = slowfast(dir.path());
     // --serve plays the file at its own rate (15 s), so it is still running
     // when interrupted.
-    cmd.args(["annotate", &input.display().to_string(), "--output", &output.display().to_string()])
-        .args(["--serve", "rtsp://127.0.0.1:0/annotated", "--model", &model(), "--json", "--threads", "1"]);
+    cmd.args(["annotate", &input.display().to_string(), "--output", &output.display().to_string()]).args([
+        "--serve",
+        "rtsp://127.0.0.1:0/annotated",
+        "--model",
+        &model(),
+        "--json",
+        "--threads",
+        "1",
+    ]);
     let mut run = Running::spawn(cmd);
     run.wait_for(Duration::from_secs(15), |v| v["event"] == "prediction");
     run.interrupt();
@@ -323,8 +330,13 @@ fn serve_delivers_annotated_frames_to_an_rtsp_client() {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = make_video(dir.path(), "in.mp4", 450);
     let mut cmd = slowfast(dir.path());
-    cmd.args(["annotate", &input.display().to_string(), "--serve", "rtsp://127.0.0.1:0/annotated"])
-        .args(["--model", &model(), "--json", "--threads", "1"]);
+    cmd.args(["annotate", &input.display().to_string(), "--serve", "rtsp://127.0.0.1:0/annotated"]).args([
+        "--model",
+        &model(),
+        "--json",
+        "--threads",
+        "1",
+    ]);
     let mut run = Running::spawn(cmd);
     let serving = run.wait_for(Duration::from_secs(15), |v| v["event"] == "serving");
     let url = serving["url"].as_str().expect("url").to_string();
@@ -400,8 +412,12 @@ fn lost_rtsp_source_is_reconnected_and_the_mp4_spans_the_outage() {
     std::thread::sleep(Duration::from_millis(500));
     let output = dir.path().join("out.mp4");
     let mut cmd = slowfast(dir.path());
-    cmd.args(["annotate", &url, "--output", &output.display().to_string(), "--model", &model(), "--json"])
-        .args(["--stall-timeout", "2", "--threads", "1"]);
+    cmd.args(["annotate", &url, "--output", &output.display().to_string(), "--model", &model(), "--json"]).args([
+        "--stall-timeout",
+        "2",
+        "--threads",
+        "1",
+    ]);
     let mut run = Running::spawn(cmd);
     run.wait_for(Duration::from_secs(15), |v| v["event"] == "source-lost");
     let _ = first.wait();
@@ -520,10 +536,7 @@ fn make_raw_mkv(dir: &Path, name: &str, (width, height): (i32, i32), framerate: 
     let src = pipeline.by_name("src").expect("appsrc").downcast::<gst_app::AppSrc>().expect("appsrc");
     pipeline.set_state(gst::State::Playing).expect("muxing starts");
     let w = width as usize;
-    let size = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, width as u32, height as u32)
-        .build()
-        .expect("video info")
-        .size();
+    let size = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, width as u32, height as u32).build().expect("video info").size();
     for (i, &ms) in pts_ms.iter().enumerate() {
         let data: Vec<u8> = (0..size).map(|k| ((k % w) * 3 + i * 7) as u8).collect();
         let mut buf = gst::Buffer::from_mut_slice(data);
@@ -559,8 +572,7 @@ fn audio_only_input_fails_at_once_and_leaves_no_file() {
     let start = Instant::now();
     // Bounded: this used to hang for good.
     let mut cmd = slowfast(dir.path());
-    cmd.args(["annotate", &input.display().to_string(), "--output", &output.display().to_string()])
-        .args(["--model", &model(), "--json"]);
+    cmd.args(["annotate", &input.display().to_string(), "--output", &output.display().to_string()]).args(["--model", &model(), "--json"]);
     let (code, lines, stderr) = Running::spawn(cmd).finish(Duration::from_secs(20));
     let took = start.elapsed();
     let lines = json_lines(&lines.join("\n"));

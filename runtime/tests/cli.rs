@@ -16,8 +16,7 @@ fn shared(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/videos").join(name).display().to_string()
 }
 
-const CLIPS: [&str; 4] =
-    ["archery_paddlevideo_example.avi", "mmaction2_demo.mp4", "mmaction2_test.mp4", "mmaction2_test.avi"];
+const CLIPS: [&str; 4] = ["archery_paddlevideo_example.avi", "mmaction2_demo.mp4", "mmaction2_test.mp4", "mmaction2_test.avi"];
 
 fn slowfast(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_slowfast")).args(args).output().expect("the slowfast binary runs")
@@ -235,7 +234,10 @@ fn a_missing_onnx_runtime_library_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("/nonexistent/libonnxruntime.so") && err.contains("scripts/setup.sh") && err.contains("pip install onnxruntime"), "{err}");
+    assert!(
+        err.contains("/nonexistent/libonnxruntime.so") && err.contains("scripts/setup.sh") && err.contains("pip install onnxruntime"),
+        "{err}"
+    );
 }
 
 /// Runs `gst-launch-1.0 -q` with `args`, asserting success.

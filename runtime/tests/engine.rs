@@ -12,7 +12,13 @@ fn fixture() -> PathBuf {
 
 fn clip(seed: u32, slow: usize, fast: usize, size: usize) -> Clip {
     let wave = |n: usize, k: u32| (0..n).map(|i| (i as f32 * 0.37 + k as f32).sin() * 1.5).collect::<Vec<f32>>();
-    Clip { slow: wave(3 * slow * size * size, seed), fast: wave(3 * fast * size * size, seed + 7), slow_frames: slow, fast_frames: fast, size }
+    Clip {
+        slow: wave(3 * slow * size * size, seed),
+        fast: wave(3 * fast * size * size, seed + 7),
+        slow_frames: slow,
+        fast_frames: fast,
+        size,
+    }
 }
 
 #[test]

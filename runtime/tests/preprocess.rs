@@ -3,7 +3,9 @@
 //! Tolerance: 1e-4 max abs on normalised values (about 0.006 of one 8-bit
 //! level at std 0.225); the float steps differ only in order of rounding.
 
-use runtime::preprocess::{Clip, CropWindow, Normalization, PackedFrames, Packing, ScaledFrame, SpatialCrop, crop_clip, scale_frame, scaled_size};
+use runtime::preprocess::{
+    Clip, CropWindow, Normalization, PackedFrames, Packing, ScaledFrame, SpatialCrop, crop_clip, scale_frame, scaled_size,
+};
 use serde_json::Value;
 
 fn numbers(v: &Value) -> Vec<f64> {
@@ -41,12 +43,8 @@ fn training_view_matches_torch_jitter_crop_and_flip() {
         let want_scaled = numbers(&case["scaled"]);
         assert_eq!((scaled.0 as f64, scaled.1 as f64), (want_scaled[0], want_scaled[1]), "{w}x{h} to short side {short}");
         let offset = numbers(&case["offset"]);
-        let window = CropWindow {
-            scaled,
-            offset: (offset[0] as usize, offset[1] as usize),
-            size: crop,
-            flip: case["flip"].as_bool().unwrap(),
-        };
+        let window =
+            CropWindow { scaled, offset: (offset[0] as usize, offset[1] as usize), size: crop, flip: case["flip"].as_bool().unwrap() };
         let got = crop_clip(&rgb(&pixels, t, w, h), &window, &normalization(case)).unwrap();
         let want = numbers(&case["clip"]);
         assert_eq!(got.len(), want.len());
@@ -81,8 +79,7 @@ fn matches_torch_resize_normalise_and_three_crops() {
         let (w, h, t, crop) = ["width", "height", "num_frames", "crop"].map(|k| case[k].as_u64().unwrap() as usize).into();
         let pixels = pixels(case);
         let norm = normalization(case);
-        let frames: Vec<ScaledFrame> =
-            pixels.chunks(w * h * 3).map(|f| scale_frame(f, w, h, crop, &norm).unwrap()).collect();
+        let frames: Vec<ScaledFrame> = pixels.chunks(w * h * 3).map(|f| scale_frame(f, w, h, crop, &norm).unwrap()).collect();
         assert_eq!(frames.len(), t);
         let refs: Vec<&ScaledFrame> = frames.iter().collect();
         let all: Vec<usize> = (0..t).collect();

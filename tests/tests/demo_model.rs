@@ -52,9 +52,7 @@ fn bundled_demo_model_names_the_motion_in_a_new_video() {
         if v["event"] != "prediction" {
             continue;
         }
-        let (Some(a), Some(b), Some(label)) =
-            (v["clip_start_s"].as_f64(), v["clip_end_s"].as_f64(), v["top"][0]["label"].as_str())
-        else {
+        let (Some(a), Some(b), Some(label)) = (v["clip_start_s"].as_f64(), v["clip_end_s"].as_f64(), v["top"][0]["label"].as_str()) else {
             panic!("prediction without times or label: {v}");
         };
         // Only a window inside one segment has a single right answer.

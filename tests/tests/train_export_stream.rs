@@ -117,8 +117,17 @@ fn train_export_and_stream_through_gstreamer() {
     let predictions: Vec<&str> = launch.lines().filter(|l| l.contains("slowfast, index=")).collect();
     assert!(!predictions.is_empty(), "no prediction in:\n{launch}");
     let classes = [
-        "move_right", "move_left", "move_up", "move_down", "move_fast", "rotate_clockwise", "rotate_counterclockwise",
-        "zoom_in", "zoom_out", "flash", "still",
+        "move_right",
+        "move_left",
+        "move_up",
+        "move_down",
+        "move_fast",
+        "rotate_clockwise",
+        "rotate_counterclockwise",
+        "zoom_in",
+        "zoom_out",
+        "flash",
+        "still",
     ];
     assert!(
         predictions.iter().any(|p| classes.iter().any(|c| p.contains(c))),
@@ -141,13 +150,8 @@ fn train_export_and_stream_through_gstreamer() {
             .expect("slowfast annotate"),
         "slowfast annotate",
     );
-    let json: Vec<serde_json::Value> =
-        out.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect();
-    let predicted: Vec<&str> = json
-        .iter()
-        .filter(|v| v["event"] == "prediction")
-        .filter_map(|v| v["top"][0]["label"].as_str())
-        .collect();
+    let json: Vec<serde_json::Value> = out.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect();
+    let predicted: Vec<&str> = json.iter().filter(|v| v["event"] == "prediction").filter_map(|v| v["top"][0]["label"].as_str()).collect();
     assert!(!predicted.is_empty(), "no prediction line in:\n{out}");
     assert!(predicted.iter().all(|l| classes.contains(l)), "{predicted:?}");
     let summary = json.iter().find(|v| v["event"] == "finished").expect("a summary line");

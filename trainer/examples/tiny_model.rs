@@ -14,12 +14,7 @@ use trainer::model::{EvalOutput, ModelConfig, Preset, SlowFast};
 fn main() -> anyhow::Result<()> {
     let out = std::env::args().nth(1).context("usage: tiny_model OUTPUT.onnx")?;
     tch::manual_seed(0);
-    let config = ModelConfig {
-        width_per_group: 8,
-        num_classes: 5,
-        zero_init_final_bn: false,
-        ..Preset::SlowFast8x8R50.config()
-    };
+    let config = ModelConfig { width_per_group: 8, num_classes: 5, zero_init_final_bn: false, ..Preset::SlowFast8x8R50.config() };
     let vs = nn::VarStore::new(Device::Cpu);
     let model = SlowFast::new(&vs.root(), &config)?;
     let labels = ["archery", "bowling", "cooking", "dancing", "eating"].map(String::from).to_vec();

@@ -101,7 +101,10 @@ impl Multigrid {
             return bad("epoch_factor", format!("must be positive, got {}", m.epoch_factor));
         }
         if m.long_cycle_factors.is_empty() || m.long_cycle_factors.iter().flatten().any(|&f| !(f > 0.0)) {
-            return bad("long_cycle_factors", format!("{:?}: needs at least one [frames, crop] pair of positive factors", m.long_cycle_factors));
+            return bad(
+                "long_cycle_factors",
+                format!("{:?}: needs at least one [frames, crop] pair of positive factors", m.long_cycle_factors),
+            );
         }
         if m.short_cycle_factors.iter().any(|&f| !(f > 0.0)) {
             return bad("short_cycle_factors", format!("{:?}: both must be positive", m.short_cycle_factors));
@@ -152,8 +155,7 @@ impl Multigrid {
             let n = new_steps.len();
             // The fine-tuning phase starts halfway through the last row.
             new_steps[n - 1] = (new_steps[n - 2] + new_steps[n - 1]) / 2;
-            let mut lrs: Vec<f64> =
-                schedule.iter().map(|e| m.gamma.powf(e.step_index as f64) * e.shape.batch_factor as f64).collect();
+            let mut lrs: Vec<f64> = schedule.iter().map(|e| m.gamma.powf(e.step_index as f64) * e.shape.batch_factor as f64).collect();
             let last = lrs.len() - 1;
             lrs.insert(last, lrs[last.saturating_sub(1)]);
             mg.solver.max_epoch = schedule.last().map_or(0, |e| e.end_epoch);

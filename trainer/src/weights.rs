@@ -34,10 +34,8 @@ const HEAD_PREFIX: &str = "head.projection.";
 /// Writes every variable of `vs` (parameters and buffers), in name order.
 pub fn save(vs: &nn::VarStore, path: &Path) -> Result<(), WeightsError> {
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-    let named: Vec<(&str, Tensor)> =
-        vars.iter().map(|(k, v)| (k.as_str(), v.detach().to_device(tch::Device::Cpu).contiguous())).collect();
-    Tensor::write_safetensors(&named, path)
-        .map_err(|e| WeightsError::Write { path: path.to_path_buf(), why: e.to_string() })
+    let named: Vec<(&str, Tensor)> = vars.iter().map(|(k, v)| (k.as_str(), v.detach().to_device(tch::Device::Cpu).contiguous())).collect();
+    Tensor::write_safetensors(&named, path).map_err(|e| WeightsError::Write { path: path.to_path_buf(), why: e.to_string() })
 }
 
 /// Reads every tensor of a safetensors file.
@@ -45,8 +43,7 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError> {
     if !path.is_file() {
         return Err(WeightsError::Read { path: path.to_path_buf(), why: "no such file".to_string() });
     }
-    let tensors = Tensor::read_safetensors(path)
-        .map_err(|e| WeightsError::Read { path: path.to_path_buf(), why: e.to_string() })?;
+    let tensors = Tensor::read_safetensors(path).map_err(|e| WeightsError::Read { path: path.to_path_buf(), why: e.to_string() })?;
     Ok(tensors.into_iter().collect())
 }
 

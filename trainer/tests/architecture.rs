@@ -12,11 +12,9 @@ fn build(config: &ModelConfig) -> (nn::VarStore, SlowFast) {
 
 #[test]
 fn parameter_counts_match_the_reference() {
-    for (preset, expected) in [
-        (Preset::SlowFast4x16R50, 34_480_216),
-        (Preset::SlowFast8x8R50, 34_566_488),
-        (Preset::SlowFast8x8R101, 62_826_968),
-    ] {
+    for (preset, expected) in
+        [(Preset::SlowFast4x16R50, 34_480_216), (Preset::SlowFast8x8R50, 34_566_488), (Preset::SlowFast8x8R101, 62_826_968)]
+    {
         let (vs, _) = build(&preset.config());
         assert_eq!(SlowFast::num_parameters(&vs), expected, "{preset:?}");
     }
@@ -24,9 +22,7 @@ fn parameter_counts_match_the_reference() {
 
 #[test]
 fn gmacs_at_256_are_within_one_percent_of_fvcore() {
-    for (preset, expected) in
-        [(Preset::SlowFast4x16R50, 36.34), (Preset::SlowFast8x8R50, 66.07), (Preset::SlowFast8x8R101, 126.42)]
-    {
+    for (preset, expected) in [(Preset::SlowFast4x16R50, 36.34), (Preset::SlowFast8x8R50, 66.07), (Preset::SlowFast8x8R101, 126.42)] {
         let (_, model) = build(&preset.config());
         let slow = [1, 3, preset.slow_frames(), 256, 256];
         let gmacs = model.flops(slow, [1, 3, 32, 256, 256]).unwrap().gmacs();

@@ -113,8 +113,7 @@ mod video {
             .unwrap();
         assert!(status.success());
         let bad = vec!["empty.mp4", "truncated.mp4", "garbage.mp4", "audio.wav", "missing.mp4"];
-        let mut samples: Vec<Sample> =
-            (0..2).map(|i| Sample { path: dir.join(format!("good{i}.mp4")), label: i }).collect();
+        let mut samples: Vec<Sample> = (0..2).map(|i| Sample { path: dir.join(format!("good{i}.mp4")), label: i }).collect();
         samples.extend(bad.iter().map(|b| Sample { path: dir.join(b), label: 0 }));
         (samples, bad)
     }
@@ -154,10 +153,7 @@ mod video {
     fn check_data_writes_the_bad_videos() {
         let dir = tempfile::tempdir().unwrap();
         let (samples, bad) = make_list(dir.path());
-        let list: String = samples
-            .iter()
-            .map(|s| format!("{} {}\n", s.path.file_name().unwrap().to_string_lossy(), s.label))
-            .collect();
+        let list: String = samples.iter().map(|s| format!("{} {}\n", s.path.file_name().unwrap().to_string_lossy(), s.label)).collect();
         std::fs::write(dir.path().join("list.txt"), list).unwrap();
         let (run, text) = check_data(dir.path(), &[]);
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -197,7 +193,19 @@ mod video {
         let dir = tempfile::tempdir().unwrap();
         let video = dir.path().join("theora.ogv");
         let status = std::process::Command::new("gst-launch-1.0")
-            .args(["-q", "videotestsrc", "num-buffers=10", "!", "video/x-raw,width=64,height=48", "!", "theoraenc", "!", "oggmux", "!", "filesink"])
+            .args([
+                "-q",
+                "videotestsrc",
+                "num-buffers=10",
+                "!",
+                "video/x-raw,width=64,height=48",
+                "!",
+                "theoraenc",
+                "!",
+                "oggmux",
+                "!",
+                "filesink",
+            ])
             .arg(format!("location={}", video.display()))
             .status()
             .unwrap();
@@ -241,9 +249,18 @@ mod video {
                     let same = |j: usize| clip.data[k * frame..(k + 1) * frame] == all.data[j * frame..(j + 1) * frame];
                     if !same(i) {
                         let found: Vec<usize> = (0..all.frames).filter(|&j| same(j)).collect();
-                        let diff = |j: usize| clip.data[k * frame..(k + 1) * frame].iter().zip(&all.data[j * frame..(j + 1) * frame]).map(|(a, b)| a.abs_diff(*b) as u64).sum::<u64>() as f64 / frame as f64;
+                        let diff = |j: usize| {
+                            clip.data[k * frame..(k + 1) * frame]
+                                .iter()
+                                .zip(&all.data[j * frame..(j + 1) * frame])
+                                .map(|(a, b)| a.abs_diff(*b) as u64)
+                                .sum::<u64>() as f64
+                                / frame as f64
+                        };
                         let near: Vec<(usize, f64)> = (i.saturating_sub(3)..i + 4).map(|j| (j, diff(j))).collect();
-                        panic!("{name}: frame {i} (clip frame {k}) differs after seeking; equal to full-decode frames {found:?}; mean abs difference to its neighbours {near:?}");
+                        panic!(
+                            "{name}: frame {i} (clip frame {k}) differs after seeking; equal to full-decode frames {found:?}; mean abs difference to its neighbours {near:?}"
+                        );
                     }
                 }
             }

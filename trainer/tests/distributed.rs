@@ -153,9 +153,10 @@ fn two_processes_with_batch_b_step_like_one_with_batch_2b() {
 /// The latest training record's (epoch, iteration) in `metrics.jsonl`.
 fn progress(out: &Path) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(out.join("metrics.jsonl")).ok()?;
-    text.lines().rev().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| {
-        (v["kind"] == "train").then(|| Some((v["epoch"].as_u64()?, v["iter"].as_u64()?))).flatten()
-    })
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| (v["kind"] == "train").then(|| Some((v["epoch"].as_u64()?, v["iter"].as_u64()?))).flatten())
 }
 
 /// Pid of worker `rank`, from the launcher's log line on stderr.

@@ -16,9 +16,7 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use tch::{Device, Kind, Tensor};
 use trainer::export::metadata::{self, KEYS};
-use trainer::export::{
-    ExportOptions, INPUT_FAST, INPUT_SLOW, OPSET, PRODUCER_NAME, export_onnx, output_name, write_model,
-};
+use trainer::export::{ExportOptions, INPUT_FAST, INPUT_SLOW, OPSET, PRODUCER_NAME, export_onnx, output_name, write_model};
 use trainer::labels;
 use trainer::model::{EvalOutput, HeadPool, ModelConfig, Preset, SlowFast};
 
@@ -57,8 +55,7 @@ fn run(session: &mut Session, slow: &Tensor, fast: &Tensor, output: &str) -> Res
         let data = Vec::<f32>::try_from(t.contiguous().view([-1])).expect("f32 clip");
         ort::value::Tensor::from_array((t.size(), data)).expect("ort tensor")
     };
-    let outputs =
-        session.run(ort::inputs![INPUT_SLOW => to_ort(slow), INPUT_FAST => to_ort(fast)]).map_err(|e| e.to_string())?;
+    let outputs = session.run(ort::inputs![INPUT_SLOW => to_ort(slow), INPUT_FAST => to_ort(fast)]).map_err(|e| e.to_string())?;
     let (shape, data) = outputs[output].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
     Ok(Tensor::from_slice(data).view(&shape[..]))
 }
@@ -82,14 +79,7 @@ fn libtorch_eval(model: &mut SlowFast, output: EvalOutput, slow: &Tensor, fast: 
 /// Exports with `opts`, then compares ONNX Runtime with libtorch on the
 /// clip pair at batch N and on its first clip (same session: dynamic batch),
 /// and at batch N with `reference` (pytorchvideo's output) when given.
-fn check_against_libtorch(
-    f: &mut Fixture,
-    opts: &ExportOptions,
-    slow: &Tensor,
-    fast: &Tensor,
-    what: &str,
-    reference: Option<&Tensor>,
-) {
+fn check_against_libtorch(f: &mut Fixture, opts: &ExportOptions, slow: &Tensor, fast: &Tensor, what: &str, reference: Option<&Tensor>) {
     let bytes = export_onnx(&f.model, opts).expect("export");
     let mut session = session_from_memory(&bytes);
     let name = output_name(opts.output);
@@ -281,8 +271,7 @@ fn full_r50_8x8_exports_and_runs_at_224() {
 }
 
 fn trainer_export(args: &[&str]) -> (bool, String) {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_trainer")).arg("export").args(args).output().expect("run trainer export");
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer")).arg("export").args(args).output().expect("run trainer export");
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -301,30 +290,11 @@ fn cli_refuses_bad_inputs_by_name() {
     let (ok, err) = trainer_export(&["--arch", "slowfast_8x8_r50", "--random-init", "--labels", l, "--out", o]);
     assert!(!ok && err.contains(l) && err.contains("3 labels") && err.contains("400 classes"), "{err}");
 
-    let (ok, err) = trainer_export(&[
-        "--arch",
-        "slowfast_4x16_r50",
-        "--random-init",
-        "--labels",
-        l,
-        "--num-classes",
-        "5",
-        "--out",
-        o,
-    ]);
+    let (ok, err) = trainer_export(&["--arch", "slowfast_4x16_r50", "--random-init", "--labels", l, "--num-classes", "5", "--out", o]);
     assert!(!ok && err.contains(l) && err.contains("3 labels") && err.contains("5 classes"), "{err}");
 
     let missing = dir.path().join("absent.safetensors");
-    let (ok, err) = trainer_export(&[
-        "--arch",
-        "slowfast_8x8_r50",
-        "--weights",
-        path_str(&missing),
-        "--num-classes",
-        "400",
-        "--out",
-        o,
-    ]);
+    let (ok, err) = trainer_export(&["--arch", "slowfast_8x8_r50", "--weights", path_str(&missing), "--num-classes", "400", "--out", o]);
     assert!(!ok && err.contains(path_str(&missing)) && err.contains("no such file"), "{err}");
 
     let (ok, err) = trainer_export(&["--arch", "slowfast_8x8_r50", "--num-classes", "400", "--out", o]);
@@ -334,15 +304,7 @@ fn cli_refuses_bad_inputs_by_name() {
     assert!(!ok && err.contains("--labels") && err.contains("--num-classes"), "{err}");
 
     let nowhere = dir.path().join("no/such/dir/m.onnx");
-    let (ok, err) = trainer_export(&[
-        "--arch",
-        "slowfast_8x8_r50",
-        "--random-init",
-        "--num-classes",
-        "4",
-        "--out",
-        path_str(&nowhere),
-    ]);
+    let (ok, err) = trainer_export(&["--arch", "slowfast_8x8_r50", "--random-init", "--num-classes", "4", "--out", path_str(&nowhere)]);
     assert!(!ok && err.contains(path_str(&dir.path().join("no/such/dir"))) && err.contains("does not exist"), "{err}");
 
     assert!(!out.exists(), "nothing may be written on failure");
@@ -388,8 +350,7 @@ fn cli_exports_from_a_training_recipe() {
 
     // A recipe whose lists need a labels file says so.
     let lists = dir.path().join("k400.yaml");
-    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/slowfast_8x8_r50.yaml"))
-        .expect("recipe");
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/slowfast_8x8_r50.yaml")).expect("recipe");
     std::fs::write(&lists, text).expect("copy");
     let (ok, err) = trainer_export(&["--config", path_str(&lists), "--random-init", "--out", path_str(&out)]);
     assert!(!ok && err.contains("k400.yaml") && err.contains("--labels"), "{err}");

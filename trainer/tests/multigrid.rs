@@ -128,9 +128,10 @@ fn schedules_equal_pyslowfasts() {
         r.check_world(case.input.num_gpus).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mg = r.multigrid().expect("multigrid section");
         let (e, world) = (&case.expected, case.input.num_gpus);
-        let schedule: Option<Vec<(usize, [usize; 3], usize)>> = mg.schedule.as_ref().map(|s| {
-            s.iter().map(|r| (r.step_index, [r.shape.batch_factor, r.shape.frames, r.shape.crop], r.end_epoch)).collect()
-        });
+        let schedule: Option<Vec<(usize, [usize; 3], usize)>> = mg
+            .schedule
+            .as_ref()
+            .map(|s| s.iter().map(|r| (r.step_index, [r.shape.batch_factor, r.shape.frames, r.shape.crop], r.end_epoch)).collect());
         assert_eq!(schedule, e.schedule, "{name}: long-cycle schedule");
         let solver = r.training_solver();
         assert_eq!(solver.max_epoch, e.max_epoch, "{name}: max_epoch");
@@ -307,11 +308,8 @@ fn a_multigrid_run_changes_shape_on_schedule_and_learns() {
     let mg = r.multigrid().expect("multigrid");
     let out = tempfile::tempdir().unwrap();
     let summary = trainer::train::train(&r, out.path()).unwrap_or_else(|e| panic!("{e:#}"));
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(out.path().join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     // Every row whose shape differs from the one before starts a new shape.
     let mut expected = Vec::new();
     let (mut start, mut last) = (0, None);

@@ -103,8 +103,7 @@ fn fixed_head_pool_kernels_match_reference() {
 fn fixture_inputs_use_the_reference_slow_frames() {
     let f = fixture("tiny_8x8");
     let fast = &f.io["fast"];
-    let idx: Vec<i64> =
-        runtime::sampling::slow_indices(fast.size()[2] as usize, 4).into_iter().map(|i| i as i64).collect();
+    let idx: Vec<i64> = runtime::sampling::slow_indices(fast.size()[2] as usize, 4).into_iter().map(|i| i as i64).collect();
     let slow = fast.index_select(2, &Tensor::from_slice(&idx));
     assert!(slow.equal(&f.io["slow"]));
     assert_eq!(f.io["labels"].kind(), Kind::Int64);

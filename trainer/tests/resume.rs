@@ -59,9 +59,10 @@ fn train(recipe: &Path, out: &Path) -> Command {
 /// The latest training record's (epoch, iteration) in `metrics.jsonl`.
 fn progress(out: &Path) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(out.join("metrics.jsonl")).ok()?;
-    text.lines().rev().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| {
-        (v["kind"] == "train").then(|| Some((v["epoch"].as_u64()?, v["iter"].as_u64()?))).flatten()
-    })
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| (v["kind"] == "train").then(|| Some((v["epoch"].as_u64()?, v["iter"].as_u64()?))).flatten())
 }
 
 #[test]
@@ -83,11 +84,8 @@ fn multigrid_killed_in_one_shape_resumes_into_the_next_exactly() {
     let optim = trainer::weights::read(&crashed.join("checkpoints/checkpoint_epoch_00002.optim.safetensors")).unwrap();
     assert!(optim.keys().any(|k| k.starts_with("sub_bn.") && k.ends_with(".running_mean")), "no sub-batch BN statistics saved");
     for run in [&straight, &crashed] {
-        let records: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let records: Vec<serde_json::Value> =
+            std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let shapes: Vec<(u64, u64, u64)> = records
             .iter()
             .filter(|r| r["kind"] == "shape")
@@ -97,7 +95,8 @@ fn multigrid_killed_in_one_shape_resumes_into_the_next_exactly() {
         // Steps: 6 in each of epochs 1 and 2, then 12 of 16 + 8 + 4 clips.
         let steps = |e: u64| records.iter().filter(|r| r["kind"] == "train" && r["epoch"] == e).count();
         assert_eq!((steps(1), steps(2), steps(3), steps(4)), (6, 6, 12, 12), "{}", run.display());
-        let crops: Vec<u64> = records.iter().filter(|r| r["kind"] == "train" && r["epoch"] == 3).map(|r| r["crop"].as_u64().unwrap()).take(3).collect();
+        let crops: Vec<u64> =
+            records.iter().filter(|r| r["kind"] == "train" && r["epoch"] == 3).map(|r| r["crop"].as_u64().unwrap()).take(3).collect();
         assert_eq!(crops, [32, 45, 64]);
     }
 }

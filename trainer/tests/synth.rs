@@ -45,9 +45,7 @@ fn classes_differ_in_time_not_in_a_frame() {
             c.frames[0].iter().map(|&v| v as f64).sum::<f64>() / c.frames[0].len() as f64
         })
         .collect();
-    let per_class: Vec<f64> = (0..CLASSES.len())
-        .map(|c| brightness.iter().skip(c).step_by(CLASSES.len()).sum::<f64>() / 8.0)
-        .collect();
+    let per_class: Vec<f64> = (0..CLASSES.len()).map(|c| brightness.iter().skip(c).step_by(CLASSES.len()).sum::<f64>() / 8.0).collect();
     let spread = per_class.iter().cloned().fold(f64::MIN, f64::max) - per_class.iter().cloned().fold(f64::MAX, f64::min);
     assert!(spread < 60.0, "class brightness spread {spread}: {per_class:?}");
 }
@@ -57,7 +55,7 @@ fn classes_differ_in_time_not_in_a_frame() {
 fn written_mp4s_decode_back_to_the_rendered_clips() {
     use runtime::sampling::ClipPosition;
     use trainer::data::source::{Source, Temporal};
-    use trainer::data::{read_list, Sample};
+    use trainer::data::{Sample, read_list};
     use trainer::recipe::ListFormat;
 
     let dir = tempfile::tempdir().unwrap();

@@ -9,8 +9,8 @@ use trainer::data::Mode;
 use trainer::model::SlowFast;
 use trainer::recipe::{Recipe, SolverSection};
 use trainer::train::evaluate::{TestSetup, test_multiview};
-use trainer::train::setup::{self, Which};
 use trainer::train::optim::Optimizer;
+use trainer::train::setup::{self, Which};
 use trainer::train::{loss_fn, precise_bn};
 
 fn tiny_recipe(extra: &str) -> Recipe {
@@ -138,18 +138,22 @@ fn tiny_run_writes_checkpoints_metrics_plots_and_tests() {
     assert_eq!((summary.epochs, summary.resumed_from, summary.skipped_videos), (2, None, 0));
     let top1 = summary.val_top1.unwrap();
     assert!((0.0..=1.0).contains(&top1));
-    for f in ["checkpoints/checkpoint_epoch_00001.safetensors", "checkpoints/checkpoint_epoch_00002.json",
-        "checkpoints/checkpoint_epoch_00002.optim.safetensors", "weights.safetensors", "recipe.yaml",
-        "loss.png", "lr.png", "accuracy.png"] {
+    for f in [
+        "checkpoints/checkpoint_epoch_00001.safetensors",
+        "checkpoints/checkpoint_epoch_00002.json",
+        "checkpoints/checkpoint_epoch_00002.optim.safetensors",
+        "weights.safetensors",
+        "recipe.yaml",
+        "loss.png",
+        "lr.png",
+        "accuracy.png",
+    ] {
         assert!(out.path().join(f).is_file(), "{f} missing");
     }
     assert_eq!(&std::fs::read(out.path().join("loss.png")).unwrap()[1..4], b"PNG");
     // Iteration-level warm-up then cosine, as the schedule says.
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(out.path().join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let train: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "train").collect();
     assert_eq!(train.len(), 10, "5 iterations (22 clips / 4) x 2 epochs");
     let lrs: Vec<f64> = train.iter().map(|r| r["lr"].as_f64().unwrap()).collect();

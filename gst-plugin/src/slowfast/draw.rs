@@ -14,10 +14,8 @@ pub fn caption(frame: &mut Frame<'_>, text: &str) {
     let (w, h) = (frame.width() as usize, frame.height() as usize);
     // About 1/24 of the height per text line, at least one pixel per dot.
     let scale = (h / 192).max(1);
-    let glyphs: Vec<[u8; 8]> = text
-        .chars()
-        .map(|c| font8x8::BASIC_FONTS.get(c).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]))
-        .collect();
+    let glyphs: Vec<[u8; 8]> =
+        text.chars().map(|c| font8x8::BASIC_FONTS.get(c).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8])).collect();
     let box_w = ((glyphs.len() * 8 + 2 * PAD) * scale).min(w);
     let box_h = ((8 + 2 * PAD) * scale).min(h);
     let ink = |x: usize, y: usize| -> bool {

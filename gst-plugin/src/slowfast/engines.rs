@@ -74,10 +74,7 @@ impl SharedEngine {
         let info = engine.info().clone();
         let provider = engine.provider();
         let fallbacks = engine.fallbacks().to_vec();
-        let worker = std::thread::Builder::new()
-            .name("slowfast-infer".into())
-            .spawn(move || run_worker(engine, rx))
-            .ok();
+        let worker = std::thread::Builder::new().name("slowfast-infer".into()).spawn(move || run_worker(engine, rx)).ok();
         SharedEngine { info, provider, fallbacks, jobs: Mutex::new(Some(tx)), worker: Mutex::new(worker) }
     }
 

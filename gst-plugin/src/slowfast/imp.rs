@@ -41,9 +41,8 @@ use super::engines::{EngineKey, Job, SharedEngine};
 use super::frame::{self, FORMATS};
 use super::prediction::{NAME, Prediction, Smoother};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("slowfast", gst::DebugColorFlags::empty(), Some("SlowFast action recognition"))
-});
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("slowfast", gst::DebugColorFlags::empty(), Some("SlowFast action recognition")));
 
 /// How long EOS waits for the clips still in inference.
 const EOS_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -550,14 +549,12 @@ impl SlowFast {
             cache_dir: settings.engine_cache_dir.clone(),
             threads: (settings.threads > 0).then_some(settings.threads as usize),
         };
-        let engine = SharedEngine::get(&key).map_err(|e| {
-            gst::error_msg!(gst::LibraryError::Init, ["cannot load model {}: {e}", model.display()])
-        })?;
+        let engine = SharedEngine::get(&key)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["cannot load model {}: {e}", model.display()]))?;
         let labels = match &settings.labels {
             None => engine.info.labels.clone(),
             Some(path) => {
-                let labels = runtime::labels::read(path)
-                    .map_err(|e| gst::error_msg!(gst::ResourceError::Read, ["labels: {e}"]))?;
+                let labels = runtime::labels::read(path).map_err(|e| gst::error_msg!(gst::ResourceError::Read, ["labels: {e}"]))?;
                 if labels.len() != engine.info.num_classes {
                     return Err(gst::error_msg!(
                         gst::ResourceError::Read,
@@ -731,11 +728,8 @@ impl SlowFast {
     /// the last prediction reaches the bus before EOS goes downstream.
     fn drain(&self) {
         let pending = lock(&self.shared.pending);
-        let (pending, timeout) = self
-            .shared
-            .drained
-            .wait_timeout_while(pending, EOS_DRAIN_TIMEOUT, |n| *n > 0)
-            .unwrap_or_else(|p| p.into_inner());
+        let (pending, timeout) =
+            self.shared.drained.wait_timeout_while(pending, EOS_DRAIN_TIMEOUT, |n| *n > 0).unwrap_or_else(|p| p.into_inner());
         if timeout.timed_out() {
             gst::warning!(CAT, imp = self, "EOS: {} clips still in inference after {EOS_DRAIN_TIMEOUT:?}", *pending);
         }

@@ -35,8 +35,7 @@ impl Prediction {
     ) -> Prediction {
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-        let kept: Vec<usize> =
-            order.into_iter().take(top_k).filter(|&c| f64::from(scores[c]) >= threshold).collect();
+        let kept: Vec<usize> = order.into_iter().take(top_k).filter(|&c| f64::from(scores[c]) >= threshold).collect();
         Prediction {
             index,
             class_ids: kept.iter().map(|&c| c as u32).collect(),

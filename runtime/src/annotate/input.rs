@@ -35,9 +35,8 @@ impl Input {
             return Ok(Input::Rtsp(input.to_string()));
         }
         if lower.starts_with("file://") {
-            let path = gst::glib::filename_from_uri(input)
-                .map_err(|e| AnnotateError::BadInput { input: input.into(), why: e.to_string() })?
-                .0;
+            let path =
+                gst::glib::filename_from_uri(input).map_err(|e| AnnotateError::BadInput { input: input.into(), why: e.to_string() })?.0;
             return Self::file(&path);
         }
         if input.contains("://") {
@@ -91,9 +90,7 @@ impl Input {
 }
 
 pub fn make(factory: &str) -> Result<gst::Element, AnnotateError> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|e| AnnotateError::MissingElement { element: factory.into(), why: e.to_string() })
+    gst::ElementFactory::make(factory).build().map_err(|e| AnnotateError::MissingElement { element: factory.into(), why: e.to_string() })
 }
 
 /// One connection to the input: its own pipeline and bus.
@@ -187,8 +184,7 @@ impl SourcePipeline {
                 // Audio and extra video streams are discarded; an unlinked
                 // pad would stop the demuxer with not-linked.
                 _ => {
-                    let Ok(fake) = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build()
-                    else {
+                    let Ok(fake) = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build() else {
                         return;
                     };
                     if pipeline.add(&fake).is_ok() {

@@ -124,10 +124,7 @@ const MEDIA: &str = "( appsrc name=feed is-live=true format=time do-timestamp=tr
 
 impl Server {
     pub fn start(addr: &ServeAddress) -> Result<Server, AnnotateError> {
-        let bad = |why: String| AnnotateError::BadServe {
-            address: format!("rtsp://{}:{}{}", addr.host, addr.port, addr.path),
-            why,
-        };
+        let bad = |why: String| AnnotateError::BadServe { address: format!("rtsp://{}:{}{}", addr.host, addr.port, addr.path), why };
         let feeds = Arc::new(Feeds::default());
         let server = gst_rtsp_server::RTSPServer::new();
         server.set_address(&addr.host);
@@ -140,17 +137,11 @@ impl Server {
         let feeds_cb = feeds.clone();
         factory.connect_media_configure(move |_, media| {
             let bin = media.element();
-            let appsrc = bin
-                .downcast_ref::<gst::Bin>()
-                .and_then(|b| b.by_name("feed"))
-                .and_then(|e| e.downcast::<gst_app::AppSrc>().ok());
+            let appsrc = bin.downcast_ref::<gst::Bin>().and_then(|b| b.by_name("feed")).and_then(|e| e.downcast::<gst_app::AppSrc>().ok());
             match appsrc {
                 Some(appsrc) => {
                     appsrc.set_caps(Some(
-                        &gst::Caps::builder("video/x-h264")
-                            .field("stream-format", "byte-stream")
-                            .field("alignment", "au")
-                            .build(),
+                        &gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
                     ));
                     feeds_cb.add(&appsrc);
                 }

@@ -22,15 +22,26 @@ use super::serve::Server;
 /// What the command reports while it runs.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Serving { url: String },
+    Serving {
+        url: String,
+    },
     Prediction(PredictionRecord),
     /// The live source stopped (or could not be reached): an outage starts.
-    SourceLost { why: String },
+    SourceLost {
+        why: String,
+    },
     /// Next connection attempt (`attempt` counts failures since the source
     /// last delivered frames).
-    Retrying { attempt: u32, max_retries: Option<u32>, delay: Duration },
+    Retrying {
+        attempt: u32,
+        max_retries: Option<u32>,
+        delay: Duration,
+    },
     /// Frames flow again after an outage.
-    SourceRestored { outage: Duration, attempts: u32 },
+    SourceRestored {
+        outage: Duration,
+        attempts: u32,
+    },
     Warning(String),
     /// Ctrl-C or SIGTERM: the output is being finalised.
     Interrupted,

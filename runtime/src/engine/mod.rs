@@ -207,7 +207,10 @@ impl Engine {
         let (slow, fast): (std::borrow::Cow<[f32]>, std::borrow::Cow<[f32]>) = if n == 1 {
             (first.slow.as_slice().into(), first.fast.as_slice().into())
         } else {
-            (clips.iter().flat_map(|c| c.slow.iter().copied()).collect::<Vec<_>>().into(), clips.iter().flat_map(|c| c.fast.iter().copied()).collect::<Vec<_>>().into())
+            (
+                clips.iter().flat_map(|c| c.slow.iter().copied()).collect::<Vec<_>>().into(),
+                clips.iter().flat_map(|c| c.fast.iter().copied()).collect::<Vec<_>>().into(),
+            )
         };
         let slow = TensorRef::from_array_view((slow_shape, &*slow)).map_err(|e| fail(format!("input `slow`: {e}")))?;
         let fast = TensorRef::from_array_view((fast_shape, &*fast)).map_err(|e| fail(format!("input `fast`: {e}")))?;
@@ -239,7 +242,13 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 }
 
 /// A session on one provider (no fallback inside).
-fn open(env: &ort::environment::Environment, model: &Path, info: &ModelInfo, provider: Provider, opts: &EngineOptions) -> Result<(Session, EngineCache), EngineError> {
+fn open(
+    env: &ort::environment::Environment,
+    model: &Path,
+    info: &ModelInfo,
+    provider: Provider,
+    opts: &EngineOptions,
+) -> Result<(Session, EngineCache), EngineError> {
     let model_err = |why: String| EngineError::Model { model: model.into(), why };
     let prov_err = |why: String| EngineError::Provider { provider, why };
     let mut builder = Session::builder(env)
@@ -283,7 +292,10 @@ fn open(env: &ort::environment::Environment, model: &Path, info: &ModelInfo, pro
     if let EngineCache::Built { context_model } = &cache
         && !context_model.is_file()
     {
-        return Err(prov_err(format!("the engine was built but ONNX Runtime did not write the EP context model {}", context_model.display())));
+        return Err(prov_err(format!(
+            "the engine was built but ONNX Runtime did not write the EP context model {}",
+            context_model.display()
+        )));
     }
     Ok((session, cache))
 }
@@ -311,8 +323,5 @@ fn check_available(provider: Provider) -> Result<(), EngineError> {
 }
 
 fn register(builder: &mut SessionBuilder, dispatch: ep::ExecutionProviderDispatch, provider: Provider) -> Result<(), EngineError> {
-    dispatch
-        .error_on_failure()
-        .register(builder)
-        .map_err(|e| EngineError::Provider { provider, why: format!("registration failed: {e}") })
+    dispatch.error_on_failure().register(builder).map_err(|e| EngineError::Provider { provider, why: format!("registration failed: {e}") })
 }

@@ -68,10 +68,7 @@ pub fn provider(info: &ModelInfo, device_id: i32, opts: &TensorRtOptions, dump_c
         .with_profile_opt_shapes(profile(info, 1))
         .with_profile_max_shapes(profile(info, batch));
     if let Some(dir) = &opts.cache_dir {
-        ep = ep
-            .with_engine_cache(true)
-            .with_timing_cache(true)
-            .with_timing_cache_path(dir.display());
+        ep = ep.with_engine_cache(true).with_timing_cache(true).with_timing_cache_path(dir.display());
         if dump_context {
             // With a context path set, ONNX Runtime takes the engine cache
             // path relative to it.

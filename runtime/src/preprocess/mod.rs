@@ -179,7 +179,13 @@ pub fn scale_source_into<S: RgbSource>(
     Ok(())
 }
 
-pub fn scale_frame(rgb: &[u8], width: usize, height: usize, short_side: usize, norm: &Normalization) -> Result<ScaledFrame, PreprocessError> {
+pub fn scale_frame(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    short_side: usize,
+    norm: &Normalization,
+) -> Result<ScaledFrame, PreprocessError> {
     let mut out = ScaledFrame::default();
     scale_frame_into(rgb, width, height, short_side, norm, &mut out)?;
     Ok(out)

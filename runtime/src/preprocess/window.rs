@@ -84,12 +84,7 @@ pub fn crop_clip_into(pixels: &PackedFrames, window: &CropWindow, norm: &Normali
     let &PackedFrames { data, count: frames, width, height, packing } = pixels;
     let frame_len = width * height * packing.bytes();
     if frame_len == 0 || frames == 0 || data.len() != frames * frame_len {
-        return Err(PreprocessError::FrameSize {
-            width,
-            height,
-            got: data.len() / frames.max(1),
-            expected: frame_len,
-        });
+        return Err(PreprocessError::FrameSize { width, height, got: data.len() / frames.max(1), expected: frame_len });
     }
     let CropWindow { scaled: (sw, sh), offset: (y0, x0), size, flip } = *window;
     if size == 0 || y0 + size > sh || x0 + size > sw {

@@ -103,10 +103,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     let ours = summarise("trainer (tch)", times);
-    println!(
-        "{:?} batch 1, {}x{}, {} threads, {} iterations after {} warm-up",
-        a.arch, a.size, a.size, a.threads, a.iters, a.warmup
-    );
+    println!("{:?} batch 1, {}x{}, {} threads, {} iterations after {} warm-up", a.arch, a.size, a.size, a.threads, a.iters, a.warmup);
     println!("{}", serde_json::to_string(&ours)?);
 
     let Some(python) = a.pytorch else { return Ok(()) };
@@ -117,11 +114,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (line, reference) = run_reference(&python, "pytorch_eager.py", args)?;
     let ref_median = reference["median_ms"].as_f64().context("reference output has no median_ms")?;
     println!("{line}");
-    println!(
-        "median: trainer {:.1} ms, PyTorch eager {:.1} ms, ratio {:.3}x",
-        ours.median_ms,
-        ref_median,
-        ours.median_ms / ref_median
-    );
+    println!("median: trainer {:.1} ms, PyTorch eager {:.1} ms, ratio {:.3}x", ours.median_ms, ref_median, ours.median_ms / ref_median);
     Ok(())
 }

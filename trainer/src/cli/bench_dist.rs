@@ -72,7 +72,12 @@ fn net(a: &Args, batch: i64) -> anyhow::Result<Net> {
 
 /// Step times (ms) after warm-up: forward, loss, backward, `between`
 /// (the gradient exchange of the mode), SGD.
-fn steps(a: &Args, n: &mut Net, mut reducer: Option<&mut Reducer>, mut between: impl FnMut(&Optimizer) -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
+fn steps(
+    a: &Args,
+    n: &mut Net,
+    mut reducer: Option<&mut Reducer>,
+    mut between: impl FnMut(&Optimizer) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<f64>> {
     let mut times = Vec::new();
     for i in 0..a.warmup + a.iters {
         let t = Instant::now();
@@ -205,20 +210,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let f = |k: &str| ours[k].as_f64().unwrap_or(f64::NAN);
     println!(
         "{:?}, {} parameters, global batch {}, 32 frames at {}x{}, {} steps after {} warm-up",
-        a.arch,
-        ours["parameters"],
-        a.batch,
-        a.size,
-        a.size,
-        a.iters,
-        a.warmup
+        a.arch, ours["parameters"], a.batch, a.size, a.size, a.iters, a.warmup
     );
-    println!("all-reduce of all gradients over Gloo loopback (2 ranks): one flat buffer {:.1} ms, {} buckets of 25 MB {:.1} ms", f("allreduce_flat_ms"), ours["buckets"], f("allreduce_buckets_ms"));
+    println!(
+        "all-reduce of all gradients over Gloo loopback (2 ranks): one flat buffer {:.1} ms, {} buckets of 25 MB {:.1} ms",
+        f("allreduce_flat_ms"),
+        ours["buckets"],
+        f("allreduce_buckets_ms")
+    );
     println!("1 process x 2 threads, batch {}: {single:.1} ms a step", a.batch);
     println!("2 processes x 1 thread, batch {} each, median step:", a.batch / 2);
     println!("  no exchange (compute alone):         {:.1} ms", f("step_no_exchange_ms"));
-    println!("  DDP Reducer (overlaps backward):     {:.1} ms = {:.3}x the single process", f("step_ddp_overlap_ms"), f("step_ddp_overlap_ms") / single);
-    println!("  one all-reduce after backward:       {:.1} ms = {:.3}x the single process", f("step_allreduce_after_ms"), f("step_allreduce_after_ms") / single);
+    println!(
+        "  DDP Reducer (overlaps backward):     {:.1} ms = {:.3}x the single process",
+        f("step_ddp_overlap_ms"),
+        f("step_ddp_overlap_ms") / single
+    );
+    println!(
+        "  one all-reduce after backward:       {:.1} ms = {:.3}x the single process",
+        f("step_allreduce_after_ms"),
+        f("step_allreduce_after_ms") / single
+    );
     if let Some((line, r)) = reference {
         let ddp = r["median_ms"].as_f64().unwrap_or(f64::NAN);
         println!("{line}");
@@ -233,17 +245,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// PyTorch DDP on the same model and split, launched by torchrun.
 fn run_torchrun(python: &std::path::Path, a: &Args) -> anyhow::Result<(String, serde_json::Value)> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_ddp.py");
-    let args = [
-        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-    ]
-    .map(String::from)
-    .into_iter()
-    .chain([script.display().to_string()])
-    .chain(
-        ["--arch", arch_flag(a.arch), "--batch", &(a.batch / 2).to_string(), "--size", &a.size.to_string(), "--iters", &a.iters.to_string(), "--warmup", &a.warmup.to_string(), "--allreduce-iters", &a.allreduce_iters.to_string()]
+    let args = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+        .map(String::from)
+        .into_iter()
+        .chain([script.display().to_string()])
+        .chain(
+            [
+                "--arch",
+                arch_flag(a.arch),
+                "--batch",
+                &(a.batch / 2).to_string(),
+                "--size",
+                &a.size.to_string(),
+                "--iters",
+                &a.iters.to_string(),
+                "--warmup",
+                &a.warmup.to_string(),
+                "--allreduce-iters",
+                &a.allreduce_iters.to_string(),
+            ]
             .map(String::from),
-    );
-    let out = Command::new(python).args(args).env("OMP_NUM_THREADS", "1").output().with_context(|| format!("running {}", python.display()))?;
+        );
+    let out =
+        Command::new(python).args(args).env("OMP_NUM_THREADS", "1").output().with_context(|| format!("running {}", python.display()))?;
     if !out.status.success() {
         bail!("PyTorch DDP failed: {}", String::from_utf8_lossy(&out.stderr));
     }

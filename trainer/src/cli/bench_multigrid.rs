@@ -174,13 +174,7 @@ fn plot(path: &Path, lines: &[Vec<(f64, f64)>], marks: &[f64]) -> anyhow::Result
         let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot: {e}");
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let mut chart = ChartBuilder::on(&root).margin(12).build_cartesian_2d(0.0..x1, 0.0..100.0).map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_labels(x1 as usize + 1)
-            .y_labels(11)
-            .max_light_lines(0)
-            .draw()
-            .map_err(|e| err(&e))?;
+        chart.configure_mesh().x_labels(x1 as usize + 1).y_labels(11).max_light_lines(0).draw().map_err(|e| err(&e))?;
         for (line, colour) in lines.iter().zip([BLUE, RED]) {
             chart.draw_series(LineSeries::new(line.iter().copied(), colour.stroke_width(2))).map_err(|e| err(&e))?;
             chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(|e| err(&e))?;

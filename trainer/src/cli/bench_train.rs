@@ -83,8 +83,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let reference = match &a.pytorch {
         Some(python) => {
             let args = [
-                "--arch", arch_flag(a.arch), "--batch", &a.batch.to_string(), "--size", &a.size.to_string(),
-                "--threads", &a.threads.to_string(), "--iters", &a.iters.to_string(), "--warmup", &a.warmup.to_string(),
+                "--arch",
+                arch_flag(a.arch),
+                "--batch",
+                &a.batch.to_string(),
+                "--size",
+                &a.size.to_string(),
+                "--threads",
+                &a.threads.to_string(),
+                "--iters",
+                &a.iters.to_string(),
+                "--warmup",
+                &a.warmup.to_string(),
             ]
             .map(String::from);
             Some(run_reference(python, "pytorch_train_step.py", args)?)
@@ -104,11 +114,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let Some((line, reference)) = reference else { return Ok(()) };
     let ref_median = reference["median_ms"].as_f64().context("reference output has no median_ms")?;
     println!("{line}");
-    println!(
-        "median step: trainer {:.1} ms, PyTorch {:.1} ms, ratio {:.3}x",
-        ours.median_ms,
-        ref_median,
-        ours.median_ms / ref_median
-    );
+    println!("median step: trainer {:.1} ms, PyTorch {:.1} ms, ratio {:.3}x", ours.median_ms, ref_median, ours.median_ms / ref_median);
     Ok(())
 }

@@ -51,9 +51,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         break;
                     }
                     if let Err(e) = source.check(i)
-                        && let Ok(mut b) = bad.lock() {
-                            b.push((i, e));
-                        }
+                        && let Ok(mut b) = bad.lock()
+                    {
+                        b.push((i, e));
+                    }
                 }
             });
         }

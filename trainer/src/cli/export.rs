@@ -129,12 +129,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     Some(_) => "--num-classes".to_string(),
                     None => format!("the {} preset; --num-classes changes it", arch.name()),
                 };
-                bail!(
-                    "{}: {} labels, but the model has {} classes ({source})",
-                    file.display(),
-                    names.len(),
-                    config.num_classes
-                );
+                bail!("{}: {} labels, but the model has {} classes ({source})", file.display(), names.len(), config.num_classes);
             }
             names
         }
@@ -146,9 +141,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let recipe = match (&a.recipe, &a.recipe_file) {
         (Some(text), _) => text.clone(),
-        (None, Some(file)) => {
-            std::fs::read_to_string(file).with_context(|| format!("{}: cannot read the recipe", file.display()))?
-        }
+        (None, Some(file)) => std::fs::read_to_string(file).with_context(|| format!("{}: cannot read the recipe", file.display()))?,
         (None, None) => String::new(),
     };
 
@@ -185,9 +178,7 @@ fn run_recipe(a: Args, path: &std::path::Path) -> anyhow::Result<()> {
     }
     export::check_output_path(&a.out)?;
     let recipe = Recipe::load(path)?;
-    let config = recipe
-        .model_config()
-        .map_err(|(key, why)| anyhow::anyhow!("{}: `{key}`: {why}", path.display()))?;
+    let config = recipe.model_config().map_err(|(key, why)| anyhow::anyhow!("{}: `{key}`: {why}", path.display()))?;
     let names = match (&a.labels, &recipe.data.dataset) {
         (Some(file), _) => labels::read(file)?,
         (None, Dataset::Synthetic(_)) => trainer::synth::CLASSES.iter().map(|c| c.to_string()).collect(),

@@ -2,9 +2,9 @@
 
 mod bench;
 mod bench_dist;
-mod bench_multigrid;
 #[cfg(feature = "video")]
 mod bench_loader;
+mod bench_multigrid;
 mod bench_train;
 mod check_data;
 #[cfg(feature = "video")]

@@ -1,7 +1,10 @@
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
-use trainer::synth::{CLASSES, SynthSpec, render_video, write::{write_dataset, write_video}};
+use trainer::synth::{
+    CLASSES, SynthSpec, render_video,
+    write::{write_dataset, write_video},
+};
 
 #[derive(ClapArgs)]
 pub struct Args {

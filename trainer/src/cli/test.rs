@@ -6,10 +6,10 @@ use anyhow::Context;
 use clap::Args as ClapArgs;
 use tch::{Kind, Tensor, nn};
 use trainer::data::Source;
-use trainer::model::SlowFast;
-use trainer::recipe::{Dataset, Recipe};
 use trainer::data::{Failure, Shard};
 use trainer::dist::Dist;
+use trainer::model::SlowFast;
+use trainer::recipe::{Dataset, Recipe};
 use trainer::train::evaluate::{TestSetup, multiview_probs, summarise};
 use trainer::train::setup::{self, Which};
 use trainer::weights::{self, LoadMode};
@@ -92,13 +92,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let mut r = summarise(&probs, skipped, &source, &names, config.num_classes as usize);
     r.views_per_video = t.num_ensemble_views * t.num_spatial_crops;
-    println!(
-        "{} videos x {} views: top-1 {:.2}%, top-5 {:.2}%",
-        r.videos,
-        r.views_per_video,
-        r.top1 * 100.0,
-        r.top5 * 100.0
-    );
+    println!("{} videos x {} views: top-1 {:.2}%, top-5 {:.2}%", r.videos, r.views_per_video, r.top1 * 100.0, r.top5 * 100.0);
     for c in &r.per_class {
         println!("  {:>4} {:<28} {:>5.1}% of {}", c.id, c.name, c.top1 * 100.0, c.videos);
     }
@@ -120,13 +114,7 @@ type Gathered = (BTreeMap<usize, Tensor>, Vec<Failure>);
 /// Every rank's summed softmax rows and skipped videos, for rank 0 (the
 /// others get `None`): rows go through one all-reduce of an `[N, C]` table
 /// (each video is some rank's alone), skipped videos through the store.
-fn gather(
-    d: &Dist,
-    n: usize,
-    classes: i64,
-    probs: &BTreeMap<usize, Tensor>,
-    skipped: &[Failure],
-) -> anyhow::Result<Option<Gathered>> {
+fn gather(d: &Dist, n: usize, classes: i64, probs: &BTreeMap<usize, Tensor>, skipped: &[Failure]) -> anyhow::Result<Option<Gathered>> {
     let table = Tensor::zeros([n as i64, classes + 1], (Kind::Double, tch::Device::Cpu));
     for (&i, p) in probs {
         let row = table.get(i as i64);

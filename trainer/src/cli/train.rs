@@ -27,9 +27,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let recipe = Recipe::load(&a.config)?;
-    let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(a.config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default())
-    });
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(a.config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()));
     let mut worker: Vec<OsString> = vec!["train".into(), "--config".into(), a.config.clone().into(), "--out".into(), out.clone().into()];
     if let Some(b) = &a.dist_backend {
         worker.extend(["--dist-backend".into(), b.into()]);

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use gst::prelude::*;
 use gst_video::prelude::*;
 
-use super::{SampleError, SampleErrorKind};
 use super::gate::{self, Gate};
 use super::reference::H264Framing;
 use super::source::RawClip;
+use super::{SampleError, SampleErrorKind};
 use runtime::preprocess::Packing;
 
 /// Frames and rate of a video, found without decoding it all.
@@ -105,7 +105,8 @@ impl Pipeline {
         let streams = Arc::new(Streams::default());
         let gate = gated.then(|| Arc::new(Gate::default()));
         let mid_gop = Arc::new(AtomicBool::new(false));
-        let (found, untimed_input, seen, gate_video, landed) = (decoder.clone(), untimed.clone(), streams.clone(), gate.clone(), mid_gop.clone());
+        let (found, untimed_input, seen, gate_video, landed) =
+            (decoder.clone(), untimed.clone(), streams.clone(), gate.clone(), mid_gop.clone());
         let bin = pipeline.downgrade();
         parse.connect_pad_added(move |_, pad| {
             seen.any.store(true, Ordering::Relaxed);
@@ -351,7 +352,9 @@ fn link_video(bin: &gst::Pipeline, pad: &gst::Pad, video: Video) -> Result<(), S
             let (mid_gop, after_flush) = (mid_gop.clone(), AtomicBool::new(false));
             sink.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH, move |pad, info| {
                 match &info.data {
-                    Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::FlushStop => after_flush.store(true, Ordering::Relaxed),
+                    Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::FlushStop => {
+                        after_flush.store(true, Ordering::Relaxed)
+                    }
                     Some(gst::PadProbeData::Buffer(b)) if after_flush.load(Ordering::Relaxed) => {
                         let start = match pad.current_caps().and_then(|caps| H264Framing::from_caps(&caps)) {
                             Some(framing) => b.map_readable().is_ok_and(|m| framing.random_access(&m)),

@@ -17,9 +17,7 @@ pub fn list_frames(dir: &Path) -> Result<Vec<PathBuf>, SampleError> {
     let entries = std::fs::read_dir(dir).map_err(|e| SampleError::new(&name, format!("cannot list frames: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        })
+        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
         .collect();
     if files.is_empty() {
         return Err(SampleError::new(name, "folder holds no jpg/png/bmp frames"));
@@ -39,9 +37,7 @@ pub fn read_clips(dir: &Path, pick: impl Fn(usize) -> Vec<Vec<usize>>) -> Result
         for &i in &idx {
             let i = i.min(files.len() - 1);
             if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(i) {
-                let img = image::open(&files[i])
-                    .map_err(|e| SampleError::new(files[i].display().to_string(), e))?
-                    .to_rgb8();
+                let img = image::open(&files[i]).map_err(|e| SampleError::new(files[i].display().to_string(), e))?.to_rgb8();
                 match size {
                     None => size = Some(img.dimensions()),
                     Some(s) if s != img.dimensions() => {

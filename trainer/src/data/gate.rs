@@ -127,7 +127,9 @@ impl Seen {
 }
 
 fn is_mpeg4_part2(pad: &gst::Pad) -> bool {
-    pad.current_caps().and_then(|caps| caps.structure(0).map(|s| s.name() == "video/mpeg" && s.get::<i32>("mpegversion") == Ok(4))).unwrap_or(false)
+    pad.current_caps()
+        .and_then(|caps| caps.structure(0).map(|s| s.name() == "video/mpeg" && s.get::<i32>("mpegversion") == Ok(4)))
+        .unwrap_or(false)
 }
 
 /// Whether a packet holds a B-VOP: a VOP start code (00 00 01 B6) whose

@@ -26,8 +26,7 @@ pub enum ListError {
 /// Reads a list; relative paths are joined to `root` when given. Labels
 /// must be below `num_classes`.
 pub fn read_list(path: &Path, root: Option<&Path>, format: ListFormat, num_classes: usize) -> Result<Vec<Sample>, ListError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| ListError::Read { path: path.to_path_buf(), why: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ListError::Read { path: path.to_path_buf(), why: e.to_string() })?;
     let line_err = |line: usize, why: String| ListError::Line { path: path.to_path_buf(), line, why };
     let mut samples = Vec::new();
     let mut columns: Option<(usize, usize)> = None;
@@ -58,9 +57,7 @@ pub fn read_list(path: &Path, root: Option<&Path>, format: ListFormat, num_class
                 }
             }
         };
-        let label: usize = label
-            .parse()
-            .map_err(|_| line_err(line_no, format!("label {label:?} is not a non-negative integer")))?;
+        let label: usize = label.parse().map_err(|_| line_err(line_no, format!("label {label:?} is not a non-negative integer")))?;
         if label >= num_classes {
             return Err(line_err(line_no, format!("label {label} is out of range for {num_classes} classes")));
         }

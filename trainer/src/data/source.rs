@@ -103,11 +103,7 @@ impl Source {
         match self {
             Source::List(samples) => {
                 let path = &samples[i].path;
-                if path.is_dir() {
-                    super::frames::list_frames(path).map(|_| ())
-                } else {
-                    probe_file(path)
-                }
+                if path.is_dir() { super::frames::list_frames(path).map(|_| ()) } else { probe_file(path) }
             }
             Source::Synthetic { .. } => Ok(()),
         }

@@ -76,10 +76,11 @@ impl Launch {
             let master_addr = match get("MASTER_ADDR") {
                 Some(a) => a.to_string(),
                 None => {
-                    let list = get("SLURM_JOB_NODELIST").or(get("SLURM_NODELIST")).ok_or(
-                        "Slurm job without MASTER_ADDR or SLURM_JOB_NODELIST: export MASTER_ADDR=<first node>",
-                    )?;
-                    first_host(list).ok_or_else(|| format!("SLURM_JOB_NODELIST={list:?}: cannot tell its first host; export MASTER_ADDR"))?
+                    let list = get("SLURM_JOB_NODELIST")
+                        .or(get("SLURM_NODELIST"))
+                        .ok_or("Slurm job without MASTER_ADDR or SLURM_JOB_NODELIST: export MASTER_ADDR=<first node>")?;
+                    first_host(list)
+                        .ok_or_else(|| format!("SLURM_JOB_NODELIST={list:?}: cannot tell its first host; export MASTER_ADDR"))?
                 }
             };
             let launch = Launch {
@@ -153,9 +154,14 @@ mod tests {
 
     #[test]
     fn slurm_variables_and_node_lists() {
-        let l = Launch::from_vars(&vars(&[("SLURM_PROCID", "5"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "1"), ("SLURM_JOB_NODELIST", "gpu[07-08]")]))
-            .unwrap()
-            .unwrap();
+        let l = Launch::from_vars(&vars(&[
+            ("SLURM_PROCID", "5"),
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_LOCALID", "1"),
+            ("SLURM_JOB_NODELIST", "gpu[07-08]"),
+        ]))
+        .unwrap()
+        .unwrap();
         assert_eq!((l.rank, l.world_size, l.local_rank, l.master_addr.as_str(), l.master_port), (5, 8, 1, "gpu07", DEFAULT_PORT));
         assert!(!l.agent_store);
         assert_eq!(first_host("a1,b2"), Some("a1".into()));

@@ -101,9 +101,7 @@ unsafe impl Sync for Store {}
 impl Store {
     pub fn new(host: &str, port: u16, is_server: bool, world_size: usize, timeout_ms: i64, prefix: &str) -> Result<Self, C10dError> {
         let (host, prefix) = (cstring(host)?, cstring(prefix)?);
-        let raw = call(|err| unsafe {
-            sf_store_new(host.as_ptr(), port, is_server, world_size as i64, timeout_ms, prefix.as_ptr(), err)
-        })?;
+        let raw = call(|err| unsafe { sf_store_new(host.as_ptr(), port, is_server, world_size as i64, timeout_ms, prefix.as_ptr(), err) })?;
         NonNull::new(raw).map(Store).ok_or_else(|| C10dError("TCPStore: null handle".into()))
     }
 
@@ -161,7 +159,15 @@ unsafe impl Sync for Group {}
 
 impl Group {
     /// Every rank of the group calls this with the same `prefix`.
-    pub fn new(store: &Store, prefix: &str, rank: usize, size: usize, backend: Backend, timeout_ms: i64, cuda_device: usize) -> Result<Self, C10dError> {
+    pub fn new(
+        store: &Store,
+        prefix: &str,
+        rank: usize,
+        size: usize,
+        backend: Backend,
+        timeout_ms: i64,
+        cuda_device: usize,
+    ) -> Result<Self, C10dError> {
         let prefix = cstring(prefix)?;
         let b = match backend {
             Backend::Gloo => 0,
@@ -221,9 +227,7 @@ unsafe impl Send for Reducer {}
 impl Reducer {
     pub fn new(group: &Group, params: &[&Tensor], first_bucket_bytes: i64, bucket_bytes: i64) -> Result<Self, C10dError> {
         let raw = raw_tensors(params);
-        let r = call(|err| unsafe {
-            sf_reducer_new(group.as_ptr(), raw.as_ptr(), raw.len(), first_bucket_bytes, bucket_bytes, err)
-        })?;
+        let r = call(|err| unsafe { sf_reducer_new(group.as_ptr(), raw.as_ptr(), raw.len(), first_bucket_bytes, bucket_bytes, err) })?;
         NonNull::new(r).map(Reducer).ok_or_else(|| C10dError("Reducer: null handle".into()))
     }
 

@@ -39,7 +39,9 @@ pub fn run(opts: &Options, worker_args: &[OsString]) -> anyhow::Result<()> {
         bail!("--node-rank {} is outside --nnodes {}", opts.node_rank, opts.nnodes);
     }
     if opts.nnodes > 1 && opts.max_restarts > 0 {
-        bail!("--max-restarts across several nodes needs an elastic agent: launch with torchrun (`torchrun --no-python ... --max-restarts K`)");
+        bail!(
+            "--max-restarts across several nodes needs an elastic agent: launch with torchrun (`torchrun --no-python ... --max-restarts K`)"
+        );
     }
     let world = opts.nproc_per_node * opts.nnodes;
     let port = match opts.master_port {

@@ -86,8 +86,16 @@ impl Dist {
             Device::Cuda(i) => i,
             _ => 0,
         };
-        let group = Group::new(&self.store, &format!("sync_bn_{size}_{g}/"), self.rank() % size, size, backend, self.timeout.as_millis() as i64, cuda)
-            .map_err(|e| DistError(format!("rank {}: sync-BN group {g} did not form: {e}", self.rank())))?;
+        let group = Group::new(
+            &self.store,
+            &format!("sync_bn_{size}_{g}/"),
+            self.rank() % size,
+            size,
+            backend,
+            self.timeout.as_millis() as i64,
+            cuda,
+        )
+        .map_err(|e| DistError(format!("rank {}: sync-BN group {g} did not form: {e}", self.rank())))?;
         Ok(Arc::new(group))
     }
 
@@ -269,9 +277,9 @@ fn check_same(store: &Store, launch: &Launch, timeout: Duration, what: &str, val
     store.set(&key(me), value.as_bytes()).map_err(|e| DistError(format!("rank {me}: the rendezvous store: {e}")))?;
     let mut differ = Vec::new();
     for r in 0..launch.world_size {
-        let theirs = store
-            .get(&key(r))
-            .map_err(|e| DistError(format!("rank {me}: rank {r} did not join within {timeout:?} (world size {}): {e}", launch.world_size)))?;
+        let theirs = store.get(&key(r)).map_err(|e| {
+            DistError(format!("rank {me}: rank {r} did not join within {timeout:?} (world size {}): {e}", launch.world_size))
+        })?;
         let theirs = String::from_utf8_lossy(&theirs).into_owned();
         if theirs != value {
             differ.push(format!("rank {r}: {theirs}"));

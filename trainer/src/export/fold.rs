@@ -32,9 +32,7 @@ pub fn fold(conv: &Conv3d, bn: &BatchNorm3d, eps: f64, name: &str) -> Result<Fol
             if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
                 return Err(ExportError::Weights {
                     tensor: name.to_string(),
-                    why: format!(
-                        "folding it into the conv gives a non-finite {what} (check running_var >= 0 and finite statistics)"
-                    ),
+                    why: format!("folding it into the conv gives a non-finite {what} (check running_var >= 0 and finite statistics)"),
                 });
             }
         }
@@ -51,12 +49,7 @@ mod tests {
         let conv = Conv3d::new(vs.root() / "conv", 4, 6, [3, 3, 3], [1, 2, 2], [1, 1, 1], [1; 3], 2);
         let bn = BatchNorm3d::new(vs.root() / "bn", 6, 1e-5, 0.1, false);
         tch::no_grad(|| {
-            for (t, lo, hi) in [
-                (&bn.weight, 0.5, 2.0),
-                (&bn.bias, -1.0, 1.0),
-                (&bn.running_mean, -1.0, 1.0),
-                (&bn.running_var, 0.1, 3.0),
-            ] {
+            for (t, lo, hi) in [(&bn.weight, 0.5, 2.0), (&bn.bias, -1.0, 1.0), (&bn.running_mean, -1.0, 1.0), (&bn.running_var, 0.1, 3.0)] {
                 let mut t = t.shallow_clone();
                 let _ = t.uniform_(lo, hi);
             }

@@ -9,9 +9,8 @@
 //! runtimes) doing the same: they keep dimensions and `Flatten` instead.
 
 use onnx_rs::ast::{
-    Attribute, AttributeType, DataType, Dimension, Graph as OnnxGraph, Model, Node, OpType, OperatorSetId,
-    StringStringEntry, TensorProto, TensorShape, TensorShapeDimension, TensorTypeProto, TypeProto, TypeValue,
-    ValueInfo,
+    Attribute, AttributeType, DataType, Dimension, Graph as OnnxGraph, Model, Node, OpType, OperatorSetId, StringStringEntry, TensorProto,
+    TensorShape, TensorShapeDimension, TensorTypeProto, TypeProto, TypeValue, ValueInfo,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -121,11 +120,8 @@ impl GraphBuilder {
                 ..Default::default()
             })
             .collect();
-        let initializers = self
-            .initializers
-            .iter()
-            .map(|i| TensorProto::from_raw(&i.name, i.dims.clone(), DataType::Float, &i.raw))
-            .collect();
+        let initializers =
+            self.initializers.iter().map(|i| TensorProto::from_raw(&i.name, i.dims.clone(), DataType::Float, &i.raw)).collect();
         let graph = OnnxGraph {
             node: nodes,
             name: "slowfast",
@@ -141,11 +137,7 @@ impl GraphBuilder {
             producer_version: info.producer_version,
             doc_string: info.doc_string,
             graph: Some(graph),
-            metadata_props: info
-                .metadata
-                .iter()
-                .map(|(k, v)| StringStringEntry { key: k.as_str(), value: v.as_str() })
-                .collect(),
+            metadata_props: info.metadata.iter().map(|(k, v)| StringStringEntry { key: k.as_str(), value: v.as_str() }).collect(),
             ..Default::default()
         };
         onnx_rs::encode(&model)
@@ -179,9 +171,7 @@ impl NodeRef<'_> {
 fn attribute<'a>(name: &'a str, v: &'a AttrValue) -> Attribute<'a> {
     match v {
         AttrValue::Int(i) => Attribute { name, r#type: AttributeType::Int, i: *i, ..Default::default() },
-        AttrValue::Ints(ints) => {
-            Attribute { name, r#type: AttributeType::Ints, ints: ints.clone(), ..Default::default() }
-        }
+        AttrValue::Ints(ints) => Attribute { name, r#type: AttributeType::Ints, ints: ints.clone(), ..Default::default() },
     }
 }
 
@@ -199,10 +189,7 @@ fn value_info<'a>(name: &'a str, dims: &[Dim]) -> ValueInfo<'a> {
     ValueInfo {
         name,
         r#type: Some(TypeProto {
-            value: Some(TypeValue::Tensor(TensorTypeProto {
-                elem_type: DataType::Float,
-                shape: Some(TensorShape { dim }),
-            })),
+            value: Some(TypeValue::Tensor(TensorTypeProto { elem_type: DataType::Float, shape: Some(TensorShape { dim }) })),
             ..Default::default()
         }),
         ..Default::default()

@@ -112,11 +112,8 @@ pub fn export_onnx(model: &SlowFast, opts: &ExportOptions) -> Result<Vec<u8>, Ex
     validate(model, opts)?;
     let c = &model.config;
     let metadata = metadata::entries(model, opts)?;
-    let (h, w) = if opts.dynamic_spatial {
-        (Dim::Named("H"), Dim::Named("W"))
-    } else {
-        (Dim::Fixed(opts.crop_size), Dim::Fixed(opts.crop_size))
-    };
+    let (h, w) =
+        if opts.dynamic_spatial { (Dim::Named("H"), Dim::Named("W")) } else { (Dim::Fixed(opts.crop_size), Dim::Fixed(opts.crop_size)) };
     let clip = |frames| vec![Dim::Named("N"), Dim::Fixed(c.input_channels), Dim::Fixed(frames), h, w];
 
     let mut g = GraphBuilder::default();
@@ -126,12 +123,8 @@ pub fn export_onnx(model: &SlowFast, opts: &ExportOptions) -> Result<Vec<u8>, Ex
     g.output(&out, vec![Dim::Named("N"), Dim::Fixed(c.num_classes)]);
 
     let doc = doc_string(model, opts);
-    let info = ModelInfo {
-        producer_name: PRODUCER_NAME,
-        producer_version: env!("CARGO_PKG_VERSION"),
-        doc_string: &doc,
-        metadata: &metadata,
-    };
+    let info =
+        ModelInfo { producer_name: PRODUCER_NAME, producer_version: env!("CARGO_PKG_VERSION"), doc_string: &doc, metadata: &metadata };
     Ok(g.encode(&info))
 }
 
@@ -190,10 +183,7 @@ fn validate(model: &SlowFast, opts: &ExportOptions) -> Result<(), ExportError> {
             ..preset.config()
         };
         if *c != expected {
-            return bad(
-                "arch",
-                format!("the model's config is not the {} preset's; export it as custom", preset.name()),
-            );
+            return bad("arch", format!("the model's config is not the {} preset's; export it as custom", preset.name()));
         }
     }
     if opts.fast_frames < c.alpha || opts.fast_frames % c.alpha != 0 {

@@ -89,13 +89,7 @@ fn stem(g: &mut GraphBuilder, path: &str, stem: &Stem, eps: f64, x: &str) -> Res
 }
 
 /// Lateral conv + BN + ReLU on the fast pathway, concatenated onto slow.
-fn fuse(
-    g: &mut GraphBuilder,
-    path: &str,
-    f: &FuseFastToSlow,
-    eps: f64,
-    x: &[String; 2],
-) -> Result<String, ExportError> {
+fn fuse(g: &mut GraphBuilder, path: &str, f: &FuseFastToSlow, eps: f64, x: &[String; 2]) -> Result<String, ExportError> {
     let lateral = conv_bn(g, &format!("{path}.conv_f2s"), &f.conv_f2s, &format!("{path}.bn"), &f.bn, eps, &x[FAST])?;
     let lateral = relu(g, format!("{path}.relu"), &lateral);
     Ok(g.node(OpType::Concat, format!("{path}.concat"), &[&x[SLOW], &lateral]).int("axis", 1).out())
@@ -128,11 +122,7 @@ fn head(g: &mut GraphBuilder, head: &Head, x: &[String; 2], output: EvalOutput, 
     match &head.pool {
         HeadPool::Global => {
             let pooled: Vec<String> = [SLOW, FAST]
-                .map(|p| {
-                    g.node(OpType::ReduceMean, format!("head.pathway{p}_avgpool"), &[&x[p]])
-                        .ints("axes", &[2, 3, 4])
-                        .out()
-                })
+                .map(|p| g.node(OpType::ReduceMean, format!("head.pathway{p}_avgpool"), &[&x[p]]).ints("axes", &[2, 3, 4]).out())
                 .to_vec();
             let cat = g.node(OpType::Concat, "head.concat", &[&pooled[0], &pooled[1]]).int("axis", 1).out();
             let flat = g.node(OpType::Flatten, "head.flatten", &[&cat]).int("axis", 1).out();

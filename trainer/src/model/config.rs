@@ -154,11 +154,7 @@ impl ModelConfig {
 
     /// Temporal kernel of the first conv of block `block` in res`stage+2`.
     pub fn block_temporal_kernel(&self, stage: usize, pathway: usize, block: usize) -> i64 {
-        if block < self.num_block_temp_kernel[stage][pathway] {
-            self.temporal_kernels[stage + 1][pathway]
-        } else {
-            1
-        }
+        if block < self.num_block_temp_kernel[stage][pathway] { self.temporal_kernels[stage + 1][pathway] } else { 1 }
     }
 
     /// Refuses settings that cannot build a network, naming the field.
@@ -185,10 +181,7 @@ impl ModelConfig {
             return bad("fusion_kernel_size", format!("must be odd to keep frames aligned, got {}", self.fusion_kernel_size));
         }
         if self.width_per_group % self.beta_inv != 0 {
-            return bad(
-                "width_per_group",
-                format!("{} is not divisible by beta_inv {}", self.width_per_group, self.beta_inv),
-            );
+            return bad("width_per_group", format!("{} is not divisible by beta_inv {}", self.width_per_group, self.beta_inv));
         }
         if self.beta_inv % self.fusion_conv_channel_ratio != 0 {
             return bad(
@@ -200,10 +193,7 @@ impl ModelConfig {
         for (s, pair) in self.num_block_temp_kernel.iter().enumerate() {
             for &n in pair {
                 if n > depths[s] {
-                    return bad(
-                        "num_block_temp_kernel",
-                        format!("res{} has {} blocks, {} requested", s + 2, depths[s], n),
-                    );
+                    return bad("num_block_temp_kernel", format!("res{} has {} blocks, {} requested", s + 2, depths[s], n));
                 }
             }
         }
@@ -227,9 +217,10 @@ impl ModelConfig {
             return bad("dropout", format!("must be in [0, 1), got {}", self.dropout));
         }
         if let HeadPool::Kernel { slow, fast } = &self.head_pool
-            && slow.iter().chain(fast).any(|&k| k < 1) {
-                return bad("head_pool", "kernel sizes must be at least 1".to_string());
-            }
+            && slow.iter().chain(fast).any(|&k| k < 1)
+        {
+            return bad("head_pool", "kernel sizes must be at least 1".to_string());
+        }
         Ok(())
     }
 

@@ -17,16 +17,7 @@ impl FuseFastToSlow {
     pub fn new(p: nn::Path, fast_channels: i64, channel_ratio: i64, kernel: i64, alpha: i64, eps: f64, momentum: f64) -> Self {
         let out = fast_channels * channel_ratio;
         FuseFastToSlow {
-            conv_f2s: Conv3d::new(
-                &p / "conv_f2s",
-                fast_channels,
-                out,
-                [kernel, 1, 1],
-                [alpha, 1, 1],
-                [kernel / 2, 0, 0],
-                [1; 3],
-                1,
-            ),
+            conv_f2s: Conv3d::new(&p / "conv_f2s", fast_channels, out, [kernel, 1, 1], [alpha, 1, 1], [kernel / 2, 0, 0], [1; 3], 1),
             bn: BatchNorm3d::new(&p / "bn", out, eps, momentum, false),
         }
     }

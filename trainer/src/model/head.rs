@@ -33,14 +33,15 @@ impl Head {
         let finish = |x: Tensor| if softmax { x.softmax(-1, Kind::Float) } else { x };
         match &self.pool {
             HeadPool::Global => {
-                let pooled: Vec<Tensor> =
-                    [slow, fast].iter().map(|x| x.mean_dim(&[2i64, 3, 4][..], false, x.kind())).collect();
+                let pooled: Vec<Tensor> = [slow, fast].iter().map(|x| x.mean_dim(&[2i64, 3, 4][..], false, x.kind())).collect();
                 let x = Tensor::cat(&pooled, 1).dropout(self.dropout, train);
                 finish(x.apply(&self.projection))
             }
             HeadPool::Kernel { slow: ks, fast: kf } => {
-                let pooled = [slow.avg_pool3d(*ks, [1; 3], [0; 3], false, true, None::<i64>),
-                    fast.avg_pool3d(*kf, [1; 3], [0; 3], false, true, None::<i64>)];
+                let pooled = [
+                    slow.avg_pool3d(*ks, [1; 3], [0; 3], false, true, None::<i64>),
+                    fast.avg_pool3d(*kf, [1; 3], [0; 3], false, true, None::<i64>),
+                ];
                 // [N, C, T, H, W] -> [N, T, H, W, C]: one prediction per position.
                 let x = Tensor::cat(&pooled, 1).permute([0, 2, 3, 4, 1]).dropout(self.dropout, train);
                 finish(x.apply(&self.projection)).mean_dim(&[1i64, 2, 3][..], false, Kind::Float)

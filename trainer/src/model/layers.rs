@@ -149,11 +149,7 @@ impl BatchNorm3d {
             bias: p.var("bias", &[channels], nn::Init::Const(0.0)),
             running_mean: p.zeros_no_train("running_mean", &[channels]),
             running_var: p.ones_no_train("running_var", &[channels]),
-            num_batches_tracked: p.add(
-                "num_batches_tracked",
-                Tensor::zeros([], (Kind::Int64, p.device())),
-                false,
-            ),
+            num_batches_tracked: p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, p.device())), false),
             eps,
             momentum,
             norm: Mutex::new(Norm::Batch),
@@ -179,9 +175,10 @@ impl BatchNorm3d {
     pub fn set_mode(&self, mode: NormMode) {
         let mut norm = self.norm();
         if let (Norm::Sub(sub), NormMode::Sub(k)) = (&*norm, &mode)
-            && sub.splits == *k as i64 {
-                return;
-            }
+            && sub.splits == *k as i64
+        {
+            return;
+        }
         if let Norm::Sub(sub) = &*norm {
             self.merge(sub);
         }
@@ -249,7 +246,13 @@ impl BatchNorm3d {
                 });
                 Ok(())
             }
-            Norm::Sub(sub) => Err(format!("{}: {} splits want {:?}, the checkpoint has {:?}", self.name, sub.splits, sub.running_mean.size(), mean.size())),
+            Norm::Sub(sub) => Err(format!(
+                "{}: {} splits want {:?}, the checkpoint has {:?}",
+                self.name,
+                sub.splits,
+                sub.running_mean.size(),
+                mean.size()
+            )),
             _ => Err(format!("{}: not in sub-batch BN", self.name)),
         }
     }

@@ -41,7 +41,8 @@ pub struct ResBlock {
 
 impl ResBlock {
     pub fn new(p: nn::Path, spec: BlockSpec, eps: f64, momentum: f64, zero_init_final_bn: bool) -> Self {
-        let BlockSpec { dim_in, dim_inner, dim_out, temporal_kernel: tk, temporal_stride: ts, spatial_stride: ss, dilation: d, groups } = spec;
+        let BlockSpec { dim_in, dim_inner, dim_out, temporal_kernel: tk, temporal_stride: ts, spatial_stride: ss, dilation: d, groups } =
+            spec;
         let branch1 = (dim_in != dim_out || ss != 1 || ts != 1).then(|| {
             (
                 Conv3d::new(&p / "branch1", dim_in, dim_out, [1, 1, 1], [ts, ss, ss], [0; 3], [1; 3], 1),

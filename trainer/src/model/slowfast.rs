@@ -6,13 +6,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use tch::{Tensor, nn};
 
+use super::ModelError;
 use super::config::{FAST, ModelConfig, SLOW};
 use super::fuse::FuseFastToSlow;
 use super::head::Head;
 use super::layers::{BatchNorm3d, NormMode, Shape, SyncBn};
 use super::resnet::{BlockSpec, ResBlock};
 use super::stem::Stem;
-use super::ModelError;
 
 /// What eval mode returns; train mode always returns logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -258,10 +258,9 @@ impl SlowFast {
     fn check_inputs(&self, slow: &Tensor, fast: &Tensor) -> Result<(), ModelError> {
         let shape = |name: &'static str, t: &Tensor| -> Result<Shape, ModelError> {
             let s = t.size();
-            s.clone().try_into().map_err(|_| ModelError::Input {
-                pathway: name,
-                why: format!("expected a 5-D clip [N, C, T, H, W], got shape {s:?}"),
-            })
+            s.clone()
+                .try_into()
+                .map_err(|_| ModelError::Input { pathway: name, why: format!("expected a 5-D clip [N, C, T, H, W], got shape {s:?}") })
         };
         let (s, f) = (shape("slow", slow)?, shape("fast", fast)?);
         let want = self.stem[SLOW].conv.weight.kind();

@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 pub use model::ModelSection;
 pub use multigrid::MultigridSection;
 pub use sections::{
-    BnSection, DataSection, Dataset, DeviceChoice, DistBackend, DistSection, ListFormat, ListsDataset, LoaderSection,
-    LrPolicy, MixedPrecision, NormType, OptimizingMethod, PreciseBnSection, SolverSection, SyntheticDataset,
-    TestSection, TrainSection,
+    BnSection, DataSection, Dataset, DeviceChoice, DistBackend, DistSection, ListFormat, ListsDataset, LoaderSection, LrPolicy,
+    MixedPrecision, NormType, OptimizingMethod, PreciseBnSection, SolverSection, SyntheticDataset, TestSection, TrainSection,
 };
 
 use serde::{Deserialize, Serialize};
@@ -71,16 +70,15 @@ pub struct Recipe {
 impl Recipe {
     /// Reads, parses and validates a recipe file.
     pub fn load(path: &Path) -> Result<Self, RecipeError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RecipeError::Read { path: path.to_path_buf(), why: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| RecipeError::Read { path: path.to_path_buf(), why: e.to_string() })?;
         Self::parse(&text, path)
     }
 
     /// Parses recipe text; `path` only names the source in errors and
     /// anchors relative data paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, RecipeError> {
-        let mut recipe: Recipe = serde_saphyr::from_str(text)
-            .map_err(|e| RecipeError::Parse { path: path.to_path_buf(), why: e.to_string() })?;
+        let mut recipe: Recipe =
+            serde_saphyr::from_str(text).map_err(|e| RecipeError::Parse { path: path.to_path_buf(), why: e.to_string() })?;
         recipe.source = path.to_path_buf();
         recipe.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         recipe.validate().map_err(|(field, why)| RecipeError::Invalid { path: path.to_path_buf(), field, why })?;
@@ -97,9 +95,10 @@ impl Recipe {
                 }
             }
             if let Some(root) = &mut l.root
-                && root.is_relative() {
-                    *root = base.join(&*root);
-                }
+                && root.is_relative()
+            {
+                *root = base.join(&*root);
+            }
         }
     }
 
@@ -142,7 +141,10 @@ impl Recipe {
         if self.bn.norm_type == NormType::SubBatchnorm && self.multigrid.is_none() {
             let per = self.train.batch_size / world;
             if !per.is_multiple_of(self.bn.num_splits) {
-                return Err(err("bn.num_splits", format!("{per} clips per process are not a whole number of {} splits", self.bn.num_splits)));
+                return Err(err(
+                    "bn.num_splits",
+                    format!("{per} clips per process are not a whole number of {} splits", self.bn.num_splits),
+                ));
             }
         }
         if let Ok(Some(mg)) = crate::multigrid::Multigrid::from_recipe(self) {
@@ -158,14 +160,16 @@ impl Recipe {
         let err = |field: &str, why: String| RecipeError::Invalid { path: self.source.clone(), field: field.into(), why };
         for (field, p) in [("train", &l.train), ("val", &l.val), ("test", &l.test)] {
             if let Some(p) = p
-                && !p.is_file() {
-                    return Err(err(&format!("data.dataset.lists.{field}"), format!("{}: no such file", p.display())));
-                }
+                && !p.is_file()
+            {
+                return Err(err(&format!("data.dataset.lists.{field}"), format!("{}: no such file", p.display())));
+            }
         }
         if let Some(root) = &l.root
-            && !root.is_dir() {
-                return Err(err("data.dataset.lists.root", format!("{}: no such folder", root.display())));
-            }
+            && !root.is_dir()
+        {
+            return Err(err("data.dataset.lists.root", format!("{}: no such folder", root.display())));
+        }
         Ok(())
     }
 
@@ -255,19 +259,18 @@ impl Recipe {
             return bad("solver.warmup_epochs", format!("{} is beyond max_epoch {}", s.warmup_epochs, s.max_epoch));
         }
         if let LrPolicy::Steps { steps, lrs } = &s.lr_policy
-            && (steps.len() != lrs.len() || steps.first() != Some(&0) || steps.windows(2).any(|w| w[0] >= w[1])) {
-                return bad(
-                    "solver.lr_policy.steps",
-                    "needs ascending epochs starting at 0 and one relative LR per step".into(),
-                );
-            }
+            && (steps.len() != lrs.len() || steps.first() != Some(&0) || steps.windows(2).any(|w| w[0] >= w[1]))
+        {
+            return bad("solver.lr_policy.steps", "needs ascending epochs starting at 0 and one relative LR per step".into());
+        }
         if !(0.0..1.0).contains(&s.label_smoothing) {
             return bad("solver.label_smoothing", format!("must be in [0, 1), got {}", s.label_smoothing));
         }
         if let Some(c) = s.clip_grad_norm
-            && !(c > 0.0) {
-                return bad("solver.clip_grad_norm", format!("must be positive, got {c}"));
-            }
+            && !(c > 0.0)
+        {
+            return bad("solver.clip_grad_norm", format!("must be positive, got {c}"));
+        }
         if s.reference_batch_size == 0 {
             return bad("solver.reference_batch_size", "must be at least 1".into());
         }
@@ -288,7 +291,10 @@ impl Recipe {
             }
         }
         if !matches!(self.test.num_spatial_crops, 1 | 3) {
-            return bad("test.num_spatial_crops", format!("{}: use 1 (centre) or 3 (PySlowFast's left/centre/right)", self.test.num_spatial_crops));
+            return bad(
+                "test.num_spatial_crops",
+                format!("{}: use 1 (centre) or 3 (PySlowFast's left/centre/right)", self.test.num_spatial_crops),
+            );
         }
         for (field, v) in [("bn.num_sync_devices", self.bn.num_sync_devices), ("bn.num_splits", self.bn.num_splits)] {
             if v == 0 {
@@ -315,9 +321,10 @@ impl Recipe {
             return bad("precise_bn.num_batches", "must be at least 1 when precise BN is enabled".into());
         }
         if let DeviceChoice::Cuda(i) = self.device
-            && i < 0 {
-                return bad("device", format!("cuda index {i} is negative"));
-            }
+            && i < 0
+        {
+            return bad("device", format!("cuda index {i} is negative"));
+        }
         Ok(())
     }
 }

@@ -161,7 +161,10 @@ pub enum LrPolicy {
     #[default]
     Cosine,
     /// `lrs[i]` times the base LR from epoch `steps[i]` on.
-    Steps { steps: Vec<usize>, lrs: Vec<f64> },
+    Steps {
+        steps: Vec<usize>,
+        lrs: Vec<f64>,
+    },
     Constant,
 }
 

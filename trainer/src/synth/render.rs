@@ -175,9 +175,7 @@ fn background_at(bg: Background, x: f64, y: f64, s: f64, a: Rgb, b: Rgb) -> Rgb 
             let (i, j) = ((x * s / period).floor() as i64, (y * s / period).floor() as i64);
             ((i + j).rem_euclid(2)) as f64
         }
-        Background::Waves { fx, fy, phase } => {
-            0.5 + 0.25 * ((2.0 * PI * fx * x + phase).sin() + (2.0 * PI * fy * y).cos())
-        }
+        Background::Waves { fx, fy, phase } => 0.5 + 0.25 * ((2.0 * PI * fx * x + phase).sin() + (2.0 * PI * fy * y).cos()),
     };
     [0, 1, 2].map(|c| a[c] * (1.0 - w) + b[c] * w)
 }

@@ -27,7 +27,8 @@ pub fn write_mp4(frames: &[Vec<u8>], size: u32, path: &Path) -> Result<(), Write
     // reads; short GOPs keep seeking to a clip cheap.
     let desc = "appsrc name=src format=time is-live=false ! videoconvert ! video/x-raw,format=I420 ! \
          x264enc speed-preset=faster key-int-max=8 bframes=0 threads=1 ! video/x-h264,profile=high ! \
-         mp4mux ! filesink name=sink".to_string();
+         mp4mux ! filesink name=sink"
+        .to_string();
     let pipeline = gst::parse::launch(&desc)
         .map_err(|e| fail(path, format!("building the encoder: {e}")))?
         .downcast::<gst::Pipeline>()
@@ -40,10 +41,7 @@ pub fn write_mp4(frames: &[Vec<u8>], size: u32, path: &Path) -> Result<(), Write
 fn encode(pipeline: &gst::Pipeline, frames: &[Vec<u8>], size: i32, path: &Path) -> Result<(), WriteError> {
     let sink = pipeline.by_name("sink").ok_or_else(|| fail(path, "filesink missing"))?;
     sink.set_property("location", path.to_string_lossy().to_string());
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .ok_or_else(|| fail(path, "appsrc missing"))?;
+    let src = pipeline.by_name("src").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()).ok_or_else(|| fail(path, "appsrc missing"))?;
     let caps = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, size as u32, size as u32)
         .fps(gst::Fraction::new(FPS as i32, 1))
         .build()
@@ -125,9 +123,10 @@ pub fn write_dataset(out: &Path, spec: &SynthSpec, train: usize, val: usize, wor
                     let Some((split, index, _, rel)) = jobs.get(i) else { break };
                     let clip = render_clip(spec, *split, *index);
                     if let Err(e) = write_mp4(&clip.frames, clip.size, &out.join(rel))
-                        && let Ok(mut errs) = errors.lock() {
-                            errs.push(e);
-                        }
+                        && let Ok(mut errs) = errors.lock()
+                    {
+                        errs.push(e);
+                    }
                 }
             });
         }
@@ -143,9 +142,7 @@ pub fn write_dataset(out: &Path, spec: &SynthSpec, train: usize, val: usize, wor
         }
         Ok(path)
     };
-    let list = |split: Split| {
-        jobs.iter().filter(|j| j.0 == split).map(|(_, _, label, rel)| format!("{rel} {label}")).collect()
-    };
+    let list = |split: Split| jobs.iter().filter(|j| j.0 == split).map(|(_, _, label, rel)| format!("{rel} {label}")).collect();
     let train_list = write_text("train.txt", list(Split::Train))?;
     let val_list = write_text("val.txt", list(Split::Val))?;
     let labels = write_text("labels.txt", CLASSES.iter().enumerate().map(|(i, c)| format!("{i} {c}")).collect())?;

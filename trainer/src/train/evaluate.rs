@@ -261,8 +261,7 @@ pub fn summarise(
 }
 
 fn views_of(source: &Source, setup: &TestSetup, i: usize) -> Result<Vec<Tensor>, Failure> {
-    let positions: Vec<ClipPosition> =
-        (0..setup.views).map(|index| ClipPosition::View { index, count: setup.views }).collect();
+    let positions: Vec<ClipPosition> = (0..setup.views).map(|index| ClipPosition::View { index, count: setup.views }).collect();
     let raws = source.clips(i, setup.temporal, &positions).map_err(|e| Failure { name: e.name, why: e.why })?;
     raws.iter()
         .flat_map(|raw| (0..setup.crops).map(move |c| test_view(raw, setup.crop, c, setup.crops, &setup.normalize)))

@@ -47,11 +47,7 @@ impl Metrics {
     }
 
     pub fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        std::fs::read_to_string(&self.path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 }
 
@@ -187,10 +183,7 @@ pub fn draw(lines: &[Vec<(f64, f64)>], marks: &[f64]) -> Result<Vec<u8>, String>
     {
         let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
-            .map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root).margin(12).build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(|e| e.to_string())?;
         chart.configure_mesh().disable_x_mesh().draw().map_err(|e| e.to_string())?;
         for (i, line) in lines.iter().enumerate() {
             let colour = [BLUE, RED, GREEN][i % 3];

@@ -6,12 +6,12 @@ pub mod amp;
 pub mod checkpoint;
 pub mod evaluate;
 pub mod metrics;
+pub mod optim;
 pub mod precise_bn;
 pub mod schedule;
 pub mod setup;
 pub mod shapes;
 pub mod step;
-pub mod optim;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,12 +24,12 @@ use crate::data::{Failure, Mode, Shard};
 use crate::dist::Dist;
 use crate::model::SlowFast;
 use crate::recipe::{MixedPrecision, Recipe};
-use checkpoint::{TrainState, FORMAT};
+use checkpoint::{FORMAT, TrainState};
 use metrics::{Metrics, Progress};
+use optim::Optimizer;
 use setup::Which;
 use shapes::Shapes;
 use step::Step;
-use optim::Optimizer;
 
 /// What a finished run leaves behind.
 #[derive(Debug)]
@@ -81,9 +81,7 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
     }
     let alpha = config.alpha as usize;
     let shard = Shard { rank, world };
-    let train_source = setup::source(recipe, Which::Train)
-        .map_err(anyhow::Error::msg)?
-        .context("the recipe has no training data")?;
+    let train_source = setup::source(recipe, Which::Train).map_err(anyhow::Error::msg)?.context("the recipe has no training data")?;
     if train_source.len() < recipe.train.batch_size {
         bail!("{} training samples are fewer than one batch of {}", train_source.len(), recipe.train.batch_size);
     }
@@ -173,11 +171,8 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
             reducer = Some(r);
         }
     }
-    let mut metrics = if main {
-        Some(Metrics::open(out, state.epoch).with_context(|| format!("{}: metrics", out.display()))?)
-    } else {
-        None
-    };
+    let mut metrics =
+        if main { Some(Metrics::open(out, state.epoch).with_context(|| format!("{}: metrics", out.display()))?) } else { None };
     let progress = if main {
         Progress::new(recipe.train.log_period)
     } else {
@@ -210,7 +205,8 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
     let mut skipped_total = 0;
     let mut last_val = None;
     let start = Instant::now();
-    let mut step = Step { recipe, model: &model, optimizer: &mut optimizer, reducer: reducer.as_mut(), scaler: scaler.as_mut(), dist, device };
+    let mut step =
+        Step { recipe, model: &model, optimizer: &mut optimizer, reducer: reducer.as_mut(), scaler: scaler.as_mut(), dist, device };
     while state.epoch < max_epoch {
         let epoch = state.epoch; // 0-based epoch being trained
         let now = shapes.epoch(epoch, &train_loader)?;
@@ -227,7 +223,12 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         }
         let iters = train_loader.batches_in(&now.layout);
         if iters == 0 {
-            bail!("epoch {}: {} training samples per process are fewer than one batch ({})", epoch + 1, train_loader.source().len() / world, now.describe());
+            bail!(
+                "epoch {}: {} training samples per process are fewer than one batch ({})",
+                epoch + 1,
+                train_loader.source().len() / world,
+                now.describe()
+            );
         }
         progress.start_epoch(epoch + 1, max_epoch, iters);
         let mut failures: Vec<Failure> = Vec::new();
@@ -243,7 +244,8 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
             let batch = batch?;
             failures.extend(batch.failures.iter().cloned());
             let lr = schedule::lr_at(&solver, scale, epoch as f64 + i as f64 / iters as f64);
-            let (loss, wrong) = step.run(&batch, state.global_iter, lr).with_context(|| format!("epoch {} iteration {}", epoch + 1, i + 1))?;
+            let (loss, wrong) =
+                step.run(&batch, state.global_iter, lr).with_context(|| format!("epoch {} iteration {}", epoch + 1, i + 1))?;
             state.global_iter += 1;
             state.lr = lr;
             if let Some(d) = dist {
@@ -300,32 +302,33 @@ pub fn train_on(recipe: &Recipe, out: &Path, device: Device, dist: Option<&Dist>
         }
         // PySlowFast merges sub-batch statistics after every epoch.
         model.aggregate_sub_bn_stats();
-        if eval_due
-            && let Some(val_loader) = &val_loader {
-                let mut sums = evaluate::validate_sums(&model, val_loader, device)?;
-                if let Some(d) = dist {
-                    let mut v = [sums.clips, sums.top1, sums.top5, sums.loss];
-                    d.sum_f64(&mut v).map_err(|e| d.explain(state.global_iter, "summing validation counts", &e))?;
-                    [sums.clips, sums.top1, sums.top5, sums.loss] = v;
-                    let all = d.gather_text(&format!("val_failures/{}", state.epoch), &sums.failures.join("\n"))?;
-                    sums.failures = all.map(|t| t.iter().flat_map(|s| s.lines()).map(str::to_string).collect()).unwrap_or_default();
-                }
-                let v = sums.result();
-                progress.line(&format!(
-                    "epoch {} val top-1 {:.2}% top-5 {:.2}% loss {:.4} ({} clips)",
-                    state.epoch,
-                    v.top1 * 100.0,
-                    v.top5 * 100.0,
-                    v.loss,
-                    v.clips
-                ));
-                if let Some(m) = metrics.as_mut() {
-                    m.record(json!({"kind": "val", "epoch": state.epoch, "time_s": start.elapsed().as_secs_f64(), "top1": v.top1, "top5": v.top5,
-                        "loss": v.loss, "clips": v.clips, "skipped": v.failures}))?;
-                }
-                state.best_val_top1 = Some(state.best_val_top1.map_or(v.top1, |b: f64| b.max(v.top1)));
-                last_val = Some(v.top1);
+        if eval_due && let Some(val_loader) = &val_loader {
+            let mut sums = evaluate::validate_sums(&model, val_loader, device)?;
+            if let Some(d) = dist {
+                let mut v = [sums.clips, sums.top1, sums.top5, sums.loss];
+                d.sum_f64(&mut v).map_err(|e| d.explain(state.global_iter, "summing validation counts", &e))?;
+                [sums.clips, sums.top1, sums.top5, sums.loss] = v;
+                let all = d.gather_text(&format!("val_failures/{}", state.epoch), &sums.failures.join("\n"))?;
+                sums.failures = all.map(|t| t.iter().flat_map(|s| s.lines()).map(str::to_string).collect()).unwrap_or_default();
             }
+            let v = sums.result();
+            progress.line(&format!(
+                "epoch {} val top-1 {:.2}% top-5 {:.2}% loss {:.4} ({} clips)",
+                state.epoch,
+                v.top1 * 100.0,
+                v.top5 * 100.0,
+                v.loss,
+                v.clips
+            ));
+            if let Some(m) = metrics.as_mut() {
+                m.record(
+                    json!({"kind": "val", "epoch": state.epoch, "time_s": start.elapsed().as_secs_f64(), "top1": v.top1, "top5": v.top5,
+                        "loss": v.loss, "clips": v.clips, "skipped": v.failures}),
+                )?;
+            }
+            state.best_val_top1 = Some(state.best_val_top1.map_or(v.top1, |b: f64| b.max(v.top1)));
+            last_val = Some(v.top1);
+        }
         state.multigrid = now.position.clone();
         if main && checkpoint_due {
             let mut optim_state = step.optimizer.state();

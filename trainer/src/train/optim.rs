@@ -54,13 +54,7 @@ impl Optimizer {
                 } else {
                     s.weight_decay
                 };
-                Param {
-                    name: name.clone(),
-                    tensor: t.shallow_clone(),
-                    weight_decay,
-                    momentum_buffer: None,
-                    exp_avg_sq: None,
-                }
+                Param { name: name.clone(), tensor: t.shallow_clone(), weight_decay, momentum_buffer: None, exp_avg_sq: None }
             })
             .collect();
         Optimizer {
@@ -203,11 +197,8 @@ impl Optimizer {
     /// `exp_avg_sq.<parameter>`) and the step count, for checkpoints.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let cpu = |b: &Tensor| b.to_device(tch::Device::Cpu);
-        let mut out: Vec<(String, Tensor)> = self
-            .params
-            .iter()
-            .filter_map(|p| p.momentum_buffer.as_ref().map(|b| (format!("{BUFFER_PREFIX}{}", p.name), cpu(b))))
-            .collect();
+        let mut out: Vec<(String, Tensor)> =
+            self.params.iter().filter_map(|p| p.momentum_buffer.as_ref().map(|b| (format!("{BUFFER_PREFIX}{}", p.name), cpu(b)))).collect();
         out.extend(self.params.iter().filter_map(|p| p.exp_avg_sq.as_ref().map(|b| (format!("{EXP_AVG_SQ_PREFIX}{}", p.name), cpu(b)))));
         if self.method == OptimizingMethod::Adamw {
             out.push((STEPS.to_string(), Tensor::from(self.steps)));

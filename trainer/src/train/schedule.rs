@@ -23,9 +23,7 @@ pub fn lr_at(solver: &SolverSection, scale: f64, epoch: f64) -> f64 {
 
 fn policy_lr(s: &SolverSection, epoch: f64) -> f64 {
     match &s.lr_policy {
-        LrPolicy::Cosine => {
-            s.cosine_end_lr + (s.base_lr - s.cosine_end_lr) * ((PI * epoch / s.max_epoch as f64).cos() + 1.0) * 0.5
-        }
+        LrPolicy::Cosine => s.cosine_end_lr + (s.base_lr - s.cosine_end_lr) * ((PI * epoch / s.max_epoch as f64).cos() + 1.0) * 0.5,
         LrPolicy::Steps { steps, lrs } => {
             let i = steps.iter().rposition(|&st| epoch >= st as f64).unwrap_or(0);
             lrs[i] * s.base_lr

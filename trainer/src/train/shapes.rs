@@ -85,9 +85,10 @@ impl<'a> Shapes<'a> {
         if let Some(mg) = &multigrid {
             for e in 0..mg.solver.max_epoch {
                 if let Ok(p) = mg.epoch_plan(e, world)
-                    && let BnPlan::SyncBatchnorm(k) = p.bn {
-                        sizes.push(k);
-                    }
+                    && let BnPlan::SyncBatchnorm(k) = p.bn
+                {
+                    sizes.push(k);
+                }
             }
         }
         sizes.sort();

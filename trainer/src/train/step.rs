@@ -114,4 +114,3 @@ pub fn all_reduce_flat(d: &Dist, grads: &[Tensor]) -> Result<(), crate::dist::C1
         Ok(())
     })
 }
-

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
-use runtime::annotate::{
-    self, AnnotateError, Backoff, ElementSettings, Event, Input, Options, PluginLocation, ServeAddress, Summary,
-};
+use runtime::annotate::{self, AnnotateError, Backoff, ElementSettings, Event, Input, Options, PluginLocation, ServeAddress, Summary};
 use serde_json::json;
 
 #[derive(ClapArgs)]
@@ -175,10 +173,9 @@ fn report(e: &Event, json: bool) {
             json!({ "event": "source-restored", "outage_s": secs(outage), "attempts": attempts }),
         ),
         Event::Warning(w) => (format!("warning: {w}"), json!({ "event": "warning", "message": w })),
-        Event::Interrupted => (
-            "interrupted: finalising the output (Ctrl-C again to quit at once)".to_string(),
-            json!({ "event": "interrupted" }),
-        ),
+        Event::Interrupted => {
+            ("interrupted: finalising the output (Ctrl-C again to quit at once)".to_string(), json!({ "event": "interrupted" }))
+        }
         Event::Prediction(_) => return,
     };
     eprintln!("slowfast: {line}");
@@ -239,13 +236,16 @@ fn default_model() -> anyhow::Result<PathBuf> {
     if let Some(found) = candidates.iter().find(|p| p.is_file()) {
         return Ok(found.clone());
     }
-    let cache = xdg_dir("XDG_CACHE_HOME", ".cache").context("no --model given, and neither XDG_CACHE_HOME nor HOME is set to unpack the built-in demo model to: pass --model m.onnx")?;
+    let cache = xdg_dir("XDG_CACHE_HOME", ".cache").context(
+        "no --model given, and neither XDG_CACHE_HOME nor HOME is set to unpack the built-in demo model to: pass --model m.onnx",
+    )?;
     // The length in the name: a rebuilt binary with another model unpacks anew.
     let path = cache.join(format!("demo-model-{}.onnx", EMBEDDED_DEMO.len()));
     if std::fs::metadata(&path).map(|m| m.len() as usize == EMBEDDED_DEMO.len()).unwrap_or(false) {
         return Ok(path);
     }
-    std::fs::create_dir_all(&cache).with_context(|| format!("{}: cannot create the cache folder for the built-in demo model", cache.display()))?;
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("{}: cannot create the cache folder for the built-in demo model", cache.display()))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, EMBEDDED_DEMO).with_context(|| format!("{}: cannot unpack the built-in demo model", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("{}: cannot unpack the built-in demo model", path.display()))?;

@@ -160,7 +160,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
 
     println!();
-    println!("model {} ({}, {}x{} crop, batch 1), {} threads, median of {} runs:", a.model.display(), info.arch, size, size, a.threads, a.iters);
+    println!(
+        "model {} ({}, {}x{} crop, batch 1), {} threads, median of {} runs:",
+        a.model.display(),
+        info.arch,
+        size,
+        size,
+        a.threads,
+        a.iters
+    );
     println!("  {:<40} {:>10.1} ms/clip", ours.implementation, ours.median_ms);
     if let Some(p) = &python {
         println!("  {:<40} {:>10.1} ms/clip  (ours / Python = {:.2})", p.implementation, p.median_ms, ours.median_ms / p.median_ms);

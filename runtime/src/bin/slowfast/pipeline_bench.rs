@@ -206,10 +206,8 @@ impl Args {
 }
 
 fn frame_path_run(video: &std::path::Path, element: &str, label: &str) -> anyhow::Result<PathRun> {
-    let p = launch(&format!(
-        "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! {element} ! fakesink sync=false",
-        video.display()
-    ))?;
+    let p =
+        launch(&format!("filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! {element} ! fakesink sync=false", video.display()))?;
     let dut = p.by_name("dut").context("no element named dut")?;
     let probe = instrument(&dut)?;
     play_to_eos(&p, Duration::from_secs(600)).with_context(|| format!("frame-path run with {label}"))?;
