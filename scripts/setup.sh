@@ -47,10 +47,17 @@ if ! command -v cargo >/dev/null 2>&1; then
     log "installing Rust $RUST_VERSION with rustup"
     command -v curl >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
-      | sh -s -- -y --profile minimal --default-toolchain "$RUST_VERSION" >&2 \
+      | sh -s -- -y --profile minimal --component rustfmt,clippy --default-toolchain "$RUST_VERSION" >&2 \
       || { log "cannot install Rust: install it with rustup (https://rustup.rs), then rerun"; exit 1; }
   fi
   export PATH="$HOME/.cargo/bin:$PATH"
+fi
+# The test suite checks formatting and lints.
+if command -v rustup >/dev/null 2>&1; then
+  for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" \
+      || rustup component add "$component" >&2 || log "cannot add the Rust component $component"
+  done
 fi
 
 # --- wheels from PyPI, unpacked with pip --target (no Python import needed) --

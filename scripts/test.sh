@@ -9,4 +9,12 @@ export GST_REGISTRY="${GST_REGISTRY:-$SLOWFAST_CACHE/gst-registry.bin}"
 # `cargo test` does not write the plugin's cdylib (libgstslowfast.so) nor
 # every binary where the pipeline tests load them from: build them first.
 cargo build --workspace
-cargo test --workspace --no-fail-fast "$@"
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
+# Formatting (rustfmt.toml) and lints ([workspace.lints] in Cargo.toml) are
+# part of the whole suite; a run narrowed by arguments skips them.
+if [ $# -eq 0 ]; then
+  cargo fmt --all --check || status=1
+  cargo clippy --workspace --all-targets -- -D warnings || status=1
+fi
+exit $status
