@@ -150,3 +150,112 @@ fn layout<'a>(frame: &'a Frame<'_>) -> Result<Layout<'a>, FrameError> {
         other => Err(FrameError::Format(other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 2x2 frame of `format` whose bytes `fill` writes, plane by plane.
+    fn with_frame(format: VideoFormat, fill: impl Fn(u32, &mut [u8], usize), check: impl Fn(&Source)) {
+        gst::init().expect("gstreamer");
+        let info = gst_video::VideoInfo::builder(format, 2, 2).build().expect("video info");
+        let buffer = gst::Buffer::with_size(info.size()).expect("buffer");
+        let mut frame = gst_video::VideoFrame::from_buffer_writable(buffer, &info).expect("writable frame");
+        for p in 0..frame.n_planes() {
+            let stride = frame.plane_stride()[p as usize] as usize;
+            fill(p, frame.plane_data_mut(p).expect("plane"), stride);
+        }
+        let buffer = frame.into_buffer();
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), &info).expect("readable frame");
+        check(&source(&frame).expect("supported format"));
+    }
+
+    fn close(got: [f32; 3], want: [f32; 3], what: &str) {
+        assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() <= 1.5), "{what}: {got:?}, expected {want:?}");
+    }
+
+    #[test]
+    fn packed_formats_put_each_channel_where_its_name_says() {
+        // (format, bytes per pixel, offsets of R, G, B)
+        let cases = [
+            (VideoFormat::Rgb, 3, [0, 1, 2]),
+            (VideoFormat::Bgr, 3, [2, 1, 0]),
+            (VideoFormat::Rgba, 4, [0, 1, 2]),
+            (VideoFormat::Rgbx, 4, [0, 1, 2]),
+            (VideoFormat::Bgra, 4, [2, 1, 0]),
+            (VideoFormat::Bgrx, 4, [2, 1, 0]),
+            (VideoFormat::Argb, 4, [1, 2, 3]),
+            (VideoFormat::Xrgb, 4, [1, 2, 3]),
+            (VideoFormat::Abgr, 4, [3, 2, 1]),
+            (VideoFormat::Xbgr, 4, [3, 2, 1]),
+        ];
+        for (format, bpp, [r, g, b]) in cases {
+            with_frame(
+                format,
+                |_, data, stride| {
+                    data.fill(255);
+                    // Pixel (1, 1): R 10, G 20, B 30; the others white.
+                    let p = stride + bpp;
+                    (data[p + r], data[p + g], data[p + b]) = (10, 20, 30);
+                },
+                |s| {
+                    close(s.rgb(1, 1), [10.0, 20.0, 30.0], &format!("{format:?}"));
+                    close(s.rgb(0, 0), [255.0; 3], &format!("{format:?} white"));
+                },
+            );
+        }
+    }
+
+    /// BT.601 limited range (GStreamer's colorimetry for SD sizes): Y 81,
+    /// Cb 90, Cr 240 is pure red; Y 16 / 235 with neutral chroma are black
+    /// and white. Swapped chroma planes would turn the red blue.
+    #[test]
+    fn yuv_420_formats_read_their_planes_in_order() {
+        for format in [VideoFormat::I420, VideoFormat::Yv12, VideoFormat::Nv12, VideoFormat::Nv21] {
+            let (cb, cr) = (90u8, 240u8);
+            with_frame(
+                format,
+                |p, data, stride| match (format, p) {
+                    (_, 0) => {
+                        data.fill(81);
+                        data[stride] = 16; // (0, 1)
+                        data[stride + 1] = 235; // (1, 1)
+                    }
+                    (VideoFormat::I420, 1) | (VideoFormat::Yv12, 2) => data[0] = cb,
+                    (VideoFormat::I420, 2) | (VideoFormat::Yv12, 1) => data[0] = cr,
+                    (VideoFormat::Nv12, 1) => (data[0], data[1]) = (cb, cr),
+                    (VideoFormat::Nv21, 1) => (data[0], data[1]) = (cr, cb),
+                    _ => unreachable!("2x2 4:2:0 frames have at most 3 planes"),
+                },
+                |s| {
+                    close(s.rgb(0, 0), [255.0, 0.0, 0.0], &format!("{format:?} red"));
+                    close(s.rgb(1, 0), [255.0, 0.0, 0.0], &format!("{format:?} red"));
+                    // The same chroma with Y at black and white: the chroma
+                    // pulls them apart, so only check the luma moved them.
+                    assert!(s.rgb(0, 1)[0] < s.rgb(1, 1)[0], "{format:?}: luma");
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn neutral_chroma_is_grey_at_the_ends_of_the_limited_range() {
+        with_frame(
+            VideoFormat::I420,
+            |p, data, stride| {
+                if p == 0 {
+                    data.fill(16);
+                    data[1] = 235;
+                    data[stride] = 126; // mid grey: (126 - 16) * 255 / 219 = 128.1
+                } else {
+                    data[0] = 128;
+                }
+            },
+            |s| {
+                close(s.rgb(0, 0), [0.0; 3], "black");
+                close(s.rgb(1, 0), [255.0; 3], "white");
+                close(s.rgb(0, 1), [128.1; 3], "grey");
+            },
+        );
+    }
+}
