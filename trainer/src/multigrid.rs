@@ -17,8 +17,9 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::data::BatchShape;
-use crate::recipe::{LrPolicy, MultigridSection, NormType, Recipe, SolverSection};
+pub use crate::data::loader::BatchShape;
+use crate::recipe::multigrid::MultigridSection;
+use crate::recipe::sections::{LrPolicy, SolverSection};
 
 /// Python 3's `round` (halves to even), which PySlowFast's shapes use.
 fn round(x: f64) -> usize {
@@ -88,11 +89,28 @@ pub struct Multigrid {
     pub solver: SolverSection,
 }
 
+/// What multigrid takes from the rest of a recipe: its own shape and BN
+/// (`DEFAULT_B/T/S`) and what the network allows.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Global batch.
+    pub batch: usize,
+    pub frames: usize,
+    pub crop: u32,
+    pub sampling_rate: usize,
+    pub jitter: [u32; 2],
+    /// The recipe's BN, kept without a long cycle.
+    pub bn: BnPlan,
+    pub alpha: usize,
+    /// The network's total spatial stride: the smallest crop.
+    pub min_crop: u32,
+    pub head_pools_globally: bool,
+}
+
 impl Multigrid {
-    /// The recipe's multigrid, or `None` when it has no `multigrid`
-    /// section. Errors name the key.
-    pub fn from_recipe(recipe: &Recipe) -> Result<Option<Multigrid>, (String, String)> {
-        let Some(m) = &recipe.multigrid else { return Ok(None) };
+    /// The schedule of `m` over a recipe's `defaults` and `solver`, every
+    /// shape checked. Errors name the key.
+    pub fn new(m: &MultigridSection, defaults: &Defaults, solver: &SolverSection) -> Result<Multigrid, (String, String)> {
         let bad = |field: &str, why: String| Err((format!("multigrid.{field}"), why));
         if !m.long_cycle && !m.short_cycle {
             return bad("long_cycle", "turn on long_cycle, short_cycle or both (or leave the section out)".into());
@@ -117,28 +135,23 @@ impl Multigrid {
         if !(m.gamma > 0.0) {
             return bad("gamma", format!("must be positive, got {}", m.gamma));
         }
-        let crop = recipe.data.train_crop_size;
+        let crop = defaults.crop;
         if m.default_s.is_some_and(|s| s != crop) {
             return bad("default_s", format!("{:?} differs from data.train_crop_size {crop}, which PySlowFast uses", m.default_s));
         }
-        let recipe_bn = match recipe.bn.norm_type {
-            NormType::Batchnorm => BnPlan::Batchnorm,
-            NormType::SyncBatchnorm => BnPlan::SyncBatchnorm(recipe.bn.num_sync_devices),
-            NormType::SubBatchnorm => BnPlan::SubBatchnorm(recipe.bn.num_splits),
-        };
         let mut mg = Multigrid {
             settings: m.clone(),
-            default_batch: recipe.train.batch_size,
-            default_frames: recipe.data.num_frames,
+            default_batch: defaults.batch,
+            default_frames: defaults.frames,
             default_crop: crop as usize,
-            sampling_rate: recipe.data.sampling_rate,
-            jitter: recipe.data.train_jitter_scales,
-            recipe_bn,
+            sampling_rate: defaults.sampling_rate,
+            jitter: defaults.jitter,
+            recipe_bn: defaults.bn,
             schedule: None,
-            solver: recipe.solver.clone(),
+            solver: solver.clone(),
         };
         if m.long_cycle {
-            let LrPolicy::Steps { steps, .. } = &recipe.solver.lr_policy else {
+            let LrPolicy::Steps { steps, .. } = &solver.lr_policy else {
                 return bad(
                     "long_cycle",
                     "the long cycle gives each shape its own LR over the LR steps; use solver.lr_policy: steps".into(),
@@ -147,10 +160,10 @@ impl Multigrid {
             if steps.len() < 2 {
                 return bad("long_cycle", "the long cycle is made from the LR steps: name at least two".into());
             }
-            if recipe.solver.max_epoch <= *steps.last().unwrap_or(&0) {
+            if solver.max_epoch <= *steps.last().unwrap_or(&0) {
                 return bad("long_cycle", "solver.max_epoch must be after the last LR step (the fine-tuning phase)".into());
             }
-            let schedule = mg.long_cycle_schedule(steps, recipe.solver.max_epoch);
+            let schedule = mg.long_cycle_schedule(steps, solver.max_epoch);
             let mut new_steps: Vec<usize> = std::iter::once(0).chain(schedule.iter().map(|e| e.end_epoch)).collect();
             let n = new_steps.len();
             // The fine-tuning phase starts halfway through the last row.
@@ -168,13 +181,13 @@ impl Multigrid {
                     *s = (*s as f64 * m.epoch_factor) as usize;
                 }
             }
-            mg.solver.max_epoch = (recipe.solver.max_epoch as f64 * m.epoch_factor) as usize;
+            mg.solver.max_epoch = (solver.max_epoch as f64 * m.epoch_factor) as usize;
         }
         if mg.solver.max_epoch == 0 {
             return bad("epoch_factor", "leaves no epoch to train".into());
         }
-        mg.check_shapes(recipe)?;
-        Ok(Some(mg))
+        mg.check_shapes(defaults)?;
+        Ok(mg)
     }
 
     /// PySlowFast's `get_long_cycle_schedule`, step for step (the sums in
@@ -236,11 +249,10 @@ impl Multigrid {
     /// frame count a multiple of alpha, every crop at least the network's
     /// stride, every batch a whole number of BN splits (on one process;
     /// [`Multigrid::check_world`] checks the real world size).
-    fn check_shapes(&self, recipe: &Recipe) -> Result<(), (String, String)> {
-        let model = recipe.model_config()?;
-        let (alpha, stride) = (model.alpha as usize, model.spatial_stride() as u32);
+    fn check_shapes(&self, defaults: &Defaults) -> Result<(), (String, String)> {
+        let (alpha, stride) = (defaults.alpha, defaults.min_crop);
         let field = if self.schedule.is_some() { "multigrid.long_cycle_factors" } else { "multigrid.short_cycle_factors" };
-        if model.head_pool != crate::model::HeadPool::Global {
+        if !defaults.head_pools_globally {
             return Err(("model.head_pool".into(), "multigrid trains one network on every shape: the head must pool globally".into()));
         }
         for e in self.epochs_with_shapes() {

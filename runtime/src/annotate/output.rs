@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use gst::glib;
 use gst::prelude::*;
@@ -168,6 +168,3 @@ fn request_key_frame(sink: &gst::Element) {
         }
     }
 }
-
-/// Set by the RTSP server when a new client's media starts.
-pub type KeyRequest = Arc<AtomicBool>;

@@ -5,7 +5,7 @@
 //! encoder. Port 0 binds a free port; the bound address is reported.
 
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -14,7 +14,10 @@ use gst::prelude::*;
 use gst_rtsp_server::prelude::*;
 
 use super::error::AnnotateError;
-use super::output::KeyRequest;
+
+/// Set by the RTSP server when a new client's media starts: the encoder
+/// is asked for a key frame so the client can start decoding.
+pub type KeyRequest = Arc<AtomicBool>;
 
 pub const DEFAULT_PORT: u16 = 8554;
 pub const DEFAULT_PATH: &str = "/annotated";

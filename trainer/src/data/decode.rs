@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use gst::prelude::*;
 use gst_video::prelude::*;
 
-use super::gate::{self, Gate};
+use super::gate::{self, DROP, Gate};
+use super::raw::RawClip;
 use super::reference::H264Framing;
-use super::source::RawClip;
 use super::{SampleError, SampleErrorKind};
 use runtime::preprocess::Packing;
 
@@ -410,14 +410,6 @@ fn decoder_for(caps: &gst::CapsRef) -> Option<gst::ElementFactory> {
     }
     Some(factory)
 }
-
-/// How a buffer probe drops a buffer. `Drop` would be the natural answer,
-/// but the bindings take the buffer out of the probe's info to hand it to
-/// the closure, and GStreamer 1.22 then unreferences the emptied slot once
-/// more (a CRITICAL per dropped frame); `Handled` lets the bindings release
-/// the buffer and tells the pad the push succeeded, which is what dropping
-/// means.
-pub(super) const DROP: gst::PadProbeReturn = gst::PadProbeReturn::Handled;
 
 /// Which streams a demuxer exposed, so that a file with none to decode is
 /// told apart from one whose video cannot be decoded.

@@ -14,6 +14,14 @@ use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
 
+/// How a buffer probe drops a buffer. `Drop` would be the natural answer,
+/// but the bindings take the buffer out of the probe's info to hand it to
+/// the closure, and GStreamer 1.22 then unreferences the emptied slot once
+/// more (a CRITICAL per dropped frame); `Handled` lets the bindings release
+/// the buffer and tells the pad the push succeeded, which is what dropping
+/// means.
+pub(super) const DROP: gst::PadProbeReturn = gst::PadProbeReturn::Handled;
+
 /// Packets looked at (and dropped) before holding the stream: enough to see
 /// whether packets go without presentation times (MPEG-4 in AVI with packed
 /// B-frames leaves every other one untimed) and to find the frame shown
@@ -76,7 +84,7 @@ impl Gate {
                     seen.b_frames = buffer.map_readable().is_ok_and(|m| has_b_vop(&m));
                 }
                 if seen.packets < LOOK {
-                    return super::decode::DROP;
+                    return DROP;
                 }
                 seen.finish(pad);
                 // Held (a blocking probe's Ok) until the seek flushes it.
@@ -86,7 +94,7 @@ impl Gate {
             // and the pipeline prerolls empty: no frames).
             Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos && seen.packets > 0 => {
                 seen.finish(pad);
-                super::decode::DROP
+                DROP
             }
             _ => gst::PadProbeReturn::Pass,
         }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::recipe::ListFormat;
+use crate::recipe::sections::ListFormat;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

@@ -10,6 +10,7 @@ pub mod frames;
 mod gate;
 pub mod list;
 pub mod loader;
+pub mod raw;
 #[cfg(feature = "video")]
 pub mod reference;
 pub mod rng;
@@ -18,7 +19,8 @@ pub mod transform;
 
 pub use list::{Sample, read_list};
 pub use loader::{Batch, BatchShape, EpochLayout, Failure, Loader, LoaderOptions, Mode, Shard};
-pub use source::{RawClip, Source};
+pub use raw::RawClip;
+pub use source::Source;
 
 /// Why one sample could not be read; the loader counts it and moves on.
 #[derive(Debug, Clone, thiserror::Error)]

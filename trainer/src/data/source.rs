@@ -4,28 +4,12 @@
 
 use std::path::Path;
 
-use runtime::preprocess::{PackedFrames, Packing};
+use runtime::preprocess::Packing;
 use runtime::sampling::{ClipPosition, clip_indices, clip_size};
 
+use super::raw::RawClip;
 use super::{Sample, SampleError};
 use crate::synth::{self, Split, SynthSpec};
-
-/// `frames` packed frames of `height x width`: RGB, or RGBx as videos
-/// decode to (see `runtime::preprocess::Packing`).
-#[derive(Debug, Clone)]
-pub struct RawClip {
-    pub data: Vec<u8>,
-    pub frames: usize,
-    pub height: usize,
-    pub width: usize,
-    pub packing: Packing,
-}
-
-impl RawClip {
-    pub fn pixels(&self) -> PackedFrames<'_> {
-        PackedFrames { data: &self.data, count: self.frames, width: self.width, height: self.height, packing: self.packing }
-    }
-}
 
 /// How frames are taken from a video (PySlowFast `DATA.NUM_FRAMES`,
 /// `SAMPLING_RATE`, `TARGET_FPS`).

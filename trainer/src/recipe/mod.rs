@@ -5,8 +5,8 @@
 //! cannot work together are refused by [`Recipe::validate`] before any work.
 
 mod model;
-mod multigrid;
-mod sections;
+pub(crate) mod multigrid;
+pub(crate) mod sections;
 
 use std::path::{Path, PathBuf};
 
@@ -115,7 +115,32 @@ impl Recipe {
 
     /// The multigrid schedule, when the recipe has one (validated at load).
     pub fn multigrid(&self) -> Option<crate::multigrid::Multigrid> {
-        crate::multigrid::Multigrid::from_recipe(self).ok().flatten()
+        self.multigrid_checked().ok().flatten()
+    }
+
+    /// The multigrid schedule built from this recipe's shape, BN, solver
+    /// and network; errors name the key.
+    fn multigrid_checked(&self) -> Result<Option<crate::multigrid::Multigrid>, (String, String)> {
+        use crate::multigrid::{BnPlan, Defaults, Multigrid};
+        let Some(m) = &self.multigrid else { return Ok(None) };
+        let model = self.model_config()?;
+        let bn = match self.bn.norm_type {
+            NormType::Batchnorm => BnPlan::Batchnorm,
+            NormType::SyncBatchnorm => BnPlan::SyncBatchnorm(self.bn.num_sync_devices),
+            NormType::SubBatchnorm => BnPlan::SubBatchnorm(self.bn.num_splits),
+        };
+        let defaults = Defaults {
+            batch: self.train.batch_size,
+            frames: self.data.num_frames,
+            crop: self.data.train_crop_size,
+            sampling_rate: self.data.sampling_rate,
+            jitter: self.data.train_jitter_scales,
+            bn,
+            alpha: model.alpha as usize,
+            min_crop: model.spatial_stride() as u32,
+            head_pools_globally: model.head_pool == crate::model::HeadPool::Global,
+        };
+        Multigrid::new(m, &defaults, &self.solver).map(Some)
     }
 
     /// The solver training follows: the recipe's, or multigrid's rewrite
@@ -147,7 +172,7 @@ impl Recipe {
                 ));
             }
         }
-        if let Ok(Some(mg)) = crate::multigrid::Multigrid::from_recipe(self) {
+        if let Some(mg) = self.multigrid() {
             mg.check_world(world).map_err(|why| err("multigrid", why))?;
         }
         Ok(())
@@ -307,7 +332,7 @@ impl Recipe {
                 return bad("bn.num_splits", format!("{per} clips per batch are not a whole number of {} splits", self.bn.num_splits));
             }
         }
-        crate::multigrid::Multigrid::from_recipe(self)?;
+        self.multigrid_checked()?;
         if !(self.dist.timeout_s > 0.0) {
             return bad("dist.timeout_s", format!("must be positive, got {}", self.dist.timeout_s));
         }
