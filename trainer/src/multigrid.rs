@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::data::loader::BatchShape;
 use crate::recipe::multigrid::MultigridSection;
-use crate::recipe::sections::{LrPolicy, SolverSection};
+use crate::recipe::sections::{BnSection, LrPolicy, NormType, SolverSection};
 
 /// Python 3's `round` (halves to even), which PySlowFast's shapes use.
 fn round(x: f64) -> usize {
@@ -52,6 +52,17 @@ pub enum BnPlan {
     SubBatchnorm(usize),
     /// Over this many processes' batches together.
     SyncBatchnorm(usize),
+}
+
+/// The recipe's own `bn` section (what every epoch uses without a long cycle).
+impl From<&BnSection> for BnPlan {
+    fn from(bn: &BnSection) -> Self {
+        match bn.norm_type {
+            NormType::Batchnorm => BnPlan::Batchnorm,
+            NormType::SyncBatchnorm => BnPlan::SyncBatchnorm(bn.num_sync_devices),
+            NormType::SubBatchnorm => BnPlan::SubBatchnorm(bn.num_splits),
+        }
+    }
 }
 
 /// Everything about one training epoch that multigrid decides.

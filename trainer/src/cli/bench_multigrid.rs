@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use serde_json::Value;
 use trainer::recipe::Recipe;
+use trainer::train::metrics::{self, ChartStyle};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -151,40 +152,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     let minutes = |v: &[(f64, f64)]| v.iter().map(|&(t, y)| (t / 60.0, 100.0 * y)).collect::<Vec<_>>();
     let marks: Vec<f64> = multi.changes.iter().map(|t| t / 60.0).collect();
+    let lines = [minutes(&base.val), minutes(&multi.val)];
+    // Fixed axes with a grid line per minute and per 10 points stand in for
+    // tick labels.
+    let x1 = lines.iter().flatten().map(|p| p.0).fold(1.0f64, f64::max).ceil();
+    let style = ChartStyle { size: (800, 400), x: Some((0.0, x1)), y: Some((0.0, 100.0)), grid: Some((x1 as usize + 1, 11)), points: true };
+    let png = metrics::draw(&lines, &marks, &style).map_err(anyhow::Error::msg)?;
     let path = a.out.join("accuracy_vs_time.png");
-    plot(&path, &[minutes(&base.val), minutes(&multi.val)], &marks)?;
+    std::fs::write(&path, png).with_context(|| format!("{}: cannot write the plot", path.display()))?;
     println!(
         "plot: {} (x: minutes, a grid line each; y: validation top-1, 0-100 %, a grid line each 10; \
          blue: normal schedule, red: multigrid, dashed: its shape changes)",
         path.display()
     );
     Ok(())
-}
-
-/// Accuracy against time on fixed axes, the grid standing in for tick
-/// labels (the plotting backend is built without fonts).
-fn plot(path: &Path, lines: &[Vec<(f64, f64)>], marks: &[f64]) -> anyhow::Result<()> {
-    use plotters::prelude::*;
-    const W: u32 = 800;
-    const H: u32 = 400;
-    let x1 = lines.iter().flatten().map(|p| p.0).fold(1.0f64, f64::max).ceil();
-    let mut buf = vec![0u8; (W * H * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot: {e}");
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut chart = ChartBuilder::on(&root).margin(12).build_cartesian_2d(0.0..x1, 0.0..100.0).map_err(|e| err(&e))?;
-        chart.configure_mesh().x_labels(x1 as usize + 1).y_labels(11).max_light_lines(0).draw().map_err(|e| err(&e))?;
-        for (line, colour) in lines.iter().zip([BLUE, RED]) {
-            chart.draw_series(LineSeries::new(line.iter().copied(), colour.stroke_width(2))).map_err(|e| err(&e))?;
-            chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(|e| err(&e))?;
-        }
-        let grey = RGBColor(150, 150, 150);
-        for &x in marks {
-            chart.draw_series(DashedLineSeries::new([(x, 0.0), (x, 100.0)], 6, 4, grey.stroke_width(1))).map_err(|e| err(&e))?;
-        }
-        root.present().map_err(|e| err(&e))?;
-    }
-    let img = image::RgbImage::from_raw(W, H, buf).context("plot buffer has the wrong size")?;
-    img.save_with_format(path, image::ImageFormat::Png).with_context(|| format!("{}: cannot write the plot", path.display()))
 }

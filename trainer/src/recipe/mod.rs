@@ -124,11 +124,7 @@ impl Recipe {
         use crate::multigrid::{BnPlan, Defaults, Multigrid};
         let Some(m) = &self.multigrid else { return Ok(None) };
         let model = self.model_config()?;
-        let bn = match self.bn.norm_type {
-            NormType::Batchnorm => BnPlan::Batchnorm,
-            NormType::SyncBatchnorm => BnPlan::SyncBatchnorm(self.bn.num_sync_devices),
-            NormType::SubBatchnorm => BnPlan::SubBatchnorm(self.bn.num_splits),
-        };
+        let bn = BnPlan::from(&self.bn);
         let defaults = Defaults {
             batch: self.train.batch_size,
             frames: self.data.num_frames,
@@ -163,17 +159,19 @@ impl Recipe {
         if self.bn.norm_type == NormType::SyncBatchnorm && !world.is_multiple_of(k) {
             return Err(err("bn.num_sync_devices", format!("{k} does not divide the {world} processes into whole groups")));
         }
-        if self.bn.norm_type == NormType::SubBatchnorm && self.multigrid.is_none() {
-            let per = self.train.batch_size / world;
-            if !per.is_multiple_of(self.bn.num_splits) {
-                return Err(err(
-                    "bn.num_splits",
-                    format!("{per} clips per process are not a whole number of {} splits", self.bn.num_splits),
-                ));
-            }
-        }
+        self.check_splits(world).map_err(|why| err("bn.num_splits", why))?;
         if let Some(mg) = self.multigrid() {
             mg.check_world(world).map_err(|why| err("multigrid", why))?;
+        }
+        Ok(())
+    }
+
+    /// Sub-batch BN without multigrid (which checks every shape itself):
+    /// each process's batch is a whole number of splits.
+    fn check_splits(&self, world: usize) -> Result<(), String> {
+        let per = self.train.batch_size / world.max(1);
+        if self.bn.norm_type == NormType::SubBatchnorm && self.multigrid.is_none() && !per.is_multiple_of(self.bn.num_splits) {
+            return Err(format!("{per} clips per process are not a whole number of {} splits", self.bn.num_splits));
         }
         Ok(())
     }
@@ -326,11 +324,8 @@ impl Recipe {
                 return bad(field, "must be at least 1".into());
             }
         }
-        if self.bn.norm_type == NormType::SubBatchnorm && self.multigrid.is_none() {
-            let per = self.train.batch_size;
-            if !per.is_multiple_of(self.bn.num_splits) {
-                return bad("bn.num_splits", format!("{per} clips per batch are not a whole number of {} splits", self.bn.num_splits));
-            }
+        if let Err(why) = self.check_splits(1) {
+            return bad("bn.num_splits", why);
         }
         self.multigrid_checked()?;
         if !(self.dist.timeout_s > 0.0) {

@@ -159,44 +159,73 @@ pub fn plot(dir: &Path, records: &[Value]) -> Result<(), String> {
         if lines.iter().all(|l| l.is_empty()) {
             continue;
         }
-        let png = draw(&lines, marks)?;
+        let png = draw(&lines, marks, &ChartStyle::default())?;
         super::checkpoint::write_atomic(&dir.join(name), |tmp| std::fs::write(tmp, &png).map_err(|e| e.to_string()))
             .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-/// Line charts of `lines`, with a dashed vertical line at each x of `marks`.
-pub fn draw(lines: &[Vec<(f64, f64)>], marks: &[f64]) -> Result<Vec<u8>, String> {
-    const W: u32 = 640;
-    const H: u32 = 360;
-    let pts = lines.iter().flatten();
+/// How [`draw`] lays a chart out; the default is the run plots' (axes
+/// fitted to the data, horizontal grid lines only).
+pub struct ChartStyle {
+    pub size: (u32, u32),
+    /// Fixed axis ranges instead of the data's.
+    pub x: Option<(f64, f64)>,
+    pub y: Option<(f64, f64)>,
+    /// Grid lines across x and y (the backend has no fonts: a grid is the
+    /// scale a reader gets).
+    pub grid: Option<(usize, usize)>,
+    /// A dot at each point.
+    pub points: bool,
+}
+
+impl Default for ChartStyle {
+    fn default() -> Self {
+        ChartStyle { size: (640, 360), x: None, y: None, grid: None, points: false }
+    }
+}
+
+/// Line charts of `lines` (blue, red, green) as PNG bytes, with a dashed
+/// vertical line at each x of `marks`.
+pub fn draw(lines: &[Vec<(f64, f64)>], marks: &[f64], style: &ChartStyle) -> Result<Vec<u8>, String> {
+    let (w, h) = style.size;
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
+    for &(x, y) in lines.iter().flatten() {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
     let pad = ((y1 - y0) * 0.05).max(1e-9);
-    let mut buf = vec![0u8; (W * H * 3) as usize];
+    let (x0, x1) = style.x.unwrap_or((x0, x1));
+    let (y0, y1) = style.y.unwrap_or((y0 - pad, y1 + pad));
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let mut buf = vec![0u8; (w * h * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root).margin(12).build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(|e| e.to_string())?;
-        chart.configure_mesh().disable_x_mesh().draw().map_err(|e| e.to_string())?;
-        for (i, line) in lines.iter().enumerate() {
-            let colour = [BLUE, RED, GREEN][i % 3];
-            chart.draw_series(LineSeries::new(line.iter().copied(), colour.stroke_width(2))).map_err(|e| e.to_string())?;
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root).margin(12).build_cartesian_2d(x0..x1, y0..y1).map_err(|e| err(&e))?;
+        let mut mesh = chart.configure_mesh();
+        match style.grid {
+            Some((nx, ny)) => mesh.x_labels(nx).y_labels(ny).max_light_lines(0).draw(),
+            None => mesh.disable_x_mesh().draw(),
+        }
+        .map_err(|e| err(&e))?;
+        for (line, colour) in lines.iter().zip([BLUE, RED, GREEN].iter().cycle()) {
+            chart.draw_series(LineSeries::new(line.iter().copied(), colour.stroke_width(2))).map_err(|e| err(&e))?;
+            if style.points {
+                chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(|e| err(&e))?;
+            }
         }
         let grey = RGBColor(150, 150, 150);
         for &x in marks.iter().filter(|&&x| x >= x0 && x <= x1) {
-            let dashes = DashedLineSeries::new([(x, y0 - pad), (x, y1 + pad)], 6, 4, grey.stroke_width(1));
-            chart.draw_series(dashes).map_err(|e| e.to_string())?;
+            let dashes = DashedLineSeries::new([(x, y0), (x, y1)], 6, 4, grey.stroke_width(1));
+            chart.draw_series(dashes).map_err(|e| err(&e))?;
         }
-        root.present().map_err(|e| e.to_string())?;
+        root.present().map_err(|e| err(&e))?;
     }
-    let img = image::RgbImage::from_raw(W, H, buf).ok_or("plot buffer has the wrong size")?;
+    let img = image::RgbImage::from_raw(w, h, buf).ok_or("plot buffer has the wrong size")?;
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).map_err(|e| e.to_string())?;
     Ok(png)

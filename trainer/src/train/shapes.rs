@@ -111,12 +111,8 @@ impl<'a> Shapes<'a> {
     /// Epoch `epoch` (0-based) of training with `loader`.
     pub fn epoch(&self, epoch: usize, loader: &Loader) -> anyhow::Result<EpochShapes> {
         let Some(mg) = &self.multigrid else {
-            let bn = match self.recipe.bn.norm_type {
-                NormType::Batchnorm => BnPlan::Batchnorm,
-                NormType::SyncBatchnorm => BnPlan::SyncBatchnorm(self.recipe.bn.num_sync_devices),
-                NormType::SubBatchnorm => BnPlan::SubBatchnorm(self.recipe.bn.num_splits),
-            };
             let o = loader.options();
+            let bn = BnPlan::from(&self.recipe.bn);
             return Ok(EpochShapes { layout: loader.layout(), bn, batch_size: self.recipe.train.batch_size, crop: o.crop, position: None });
         };
         let p = mg.epoch_plan(epoch, self.world).map_err(anyhow::Error::msg)?;
