@@ -8,9 +8,9 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::decode::{DecodeError, RgbFrame, VideoReader};
+use crate::decode::{DecodeError, Frame, read_frames};
 use crate::engine::{Engine, EngineError};
-use crate::preprocess::{Clip, Normalization, PreprocessError, ScaledFrame, SpatialCrop, scale_frame};
+use crate::preprocess::{Clip, Normalization, PreprocessError, ScaledFrame, SpatialCrop, scale_source_into};
 use crate::sampling::{ClipPosition, clip_indices, clip_size};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,8 @@ pub struct VideoResult {
     pub views: usize,
     /// Frames actually decoded.
     pub decoded_frames: usize,
-    /// Whether the decoder seeked to the clips instead of decoding it all.
+    /// Whether the decoder sought to the clips instead of decoding from
+    /// the start.
     pub seeked: bool,
     pub top: Vec<ClassScore>,
     #[serde(skip)]
@@ -86,59 +87,50 @@ pub fn classify_video(engine: &mut Engine, video: &str, views: Views, top_k: usi
     let info = engine.info().clone();
     let norm = Normalization { mean: info.mean, std: info.std };
     let prep_err = |source| ClassifyError::Preprocess { video: video.to_string(), source };
-    let mut reader = VideoReader::open(video)?;
-    let probe = reader.probe().clone();
-    let fps = probe.fps.unwrap_or(info.target_fps);
-    let span = clip_size(info.fast_frames, info.sampling_rate, fps, info.target_fps);
-    let plan = |frames: usize| -> Vec<Vec<usize>> {
+    let plan = |frames: usize, fps: Option<f64>| -> Vec<Vec<usize>> {
+        let span = clip_size(info.fast_frames, info.sampling_rate, fps.unwrap_or(info.target_fps), info.target_fps);
         (0..views.temporal)
             .map(|index| clip_indices(frames, span, info.fast_frames, ClipPosition::View { index, count: views.temporal }))
             .collect()
     };
     let mut scaled: BTreeMap<usize, ScaledFrame> = BTreeMap::new();
     let mut first_error: Option<PreprocessError> = None;
-    let mut keep = |i: usize, f: &RgbFrame| -> Result<(), String> {
-        match scale_frame(&f.data, f.width, f.height, info.crop_size, &norm) {
-            Ok(s) => {
-                scaled.insert(i, s);
+    let keep = |f: Frame<'_>| -> Result<(), String> {
+        let mut out = ScaledFrame::default();
+        match scale_source_into(&f, info.crop_size, &norm, &mut out) {
+            Ok(()) => {
+                scaled.insert(f.index, out);
                 Ok(())
             }
             Err(e) => {
-                let why = format!("frame {i}: {e}");
+                let why = format!("frame {}: {e}", f.index);
                 first_error = Some(e);
                 Err(why)
             }
         }
     };
-    let (frames, clips, seeked) = match probe.frame_count.filter(|&n| n > 0 && probe.seekable) {
-        Some(n) => {
-            let clips = plan(n);
-            let needed: Vec<usize> = clips.iter().flatten().copied().collect();
-            reader.read_frames(&needed, &mut keep)?;
-            // The index lists frames the data no longer holds: a file cut
-            // short (a copy or download that stopped). A frame or so past
-            // the end is a container rounding its count, which the reference
-            // covers by repeating the last frame.
-            let last_wanted = needed.iter().copied().max().unwrap_or(0);
-            let last_read = scaled.keys().next_back().copied();
-            let slack = (fps.ceil() as usize).max(n / 10);
-            if first_error.is_none() && last_read.is_some_and(|last| last + slack < last_wanted) {
-                let why =
-                    format!("the file is truncated: its index lists {n} frames but the data ends after frame {}", last_read.unwrap_or(0));
-                return Err(DecodeError::Failed { source_name: video.to_string(), why }.into());
-            }
-            (n, clips, true)
-        }
-        None => {
-            let n = reader.read_all(&mut keep)?;
-            (n, plan(n), false)
-        }
-    };
+    let read = read_frames(video, |frames, fps| plan(frames, fps).into_iter().flatten().collect(), keep);
     if let Some(e) = first_error {
         return Err(prep_err(e));
     }
+    let read = read?;
+    let (frames, fps) = (read.probe.frames, read.probe.fps);
+    let clips = plan(frames, fps);
+    // The index lists frames the data no longer holds: a file cut short (a
+    // copy or download that stopped). A frame or so past the end is a
+    // container rounding its count, which the reference covers by
+    // repeating the last frame.
+    let last_wanted = clips.iter().flatten().copied().max().unwrap_or(0);
+    let last_read = scaled.keys().next_back().copied();
+    let slack = (fps.unwrap_or(info.target_fps).ceil() as usize).max(frames / 10);
+    if let Some(last) = last_read
+        && last + slack < last_wanted
+    {
+        let why = format!("the file is truncated: its index lists {frames} frames but the data ends after frame {last}");
+        return Err(DecodeError::new(video, why).into());
+    }
     if scaled.is_empty() {
-        return Err(DecodeError::Failed { source_name: video.to_string(), why: "no video frames decoded".into() }.into());
+        return Err(DecodeError::new(video, "no video frames decoded").into());
     }
     let crops = SpatialCrop::views(views.spatial).unwrap_or(&[SpatialCrop::Centre]);
     let slow = info.slow_indices();
@@ -158,10 +150,10 @@ pub fn classify_video(engine: &mut Engine, video: &str, views: Views, top_k: usi
     Ok(VideoResult {
         video: video.to_string(),
         frames,
-        fps,
+        fps: fps.unwrap_or(info.target_fps),
         views: n_views,
         decoded_frames: scaled.len(),
-        seeked,
+        seeked: read.seeks > 0,
         top: top_k_scores(&probabilities, top_k, &info.labels),
         probabilities,
     })

@@ -219,11 +219,11 @@ fn annotates_a_file_to_a_playable_mp4_and_prints_json_predictions() {
     assert_eq!(finished[0]["skipped"], 0);
     assert_eq!(finished[0]["finish"], "end-of-stream");
 
-    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the output MP4 decodes");
+    let decoded = runtime::decode::decode_all(&output).expect("the output MP4 decodes");
     assert_eq!(decoded.frames.len(), 100);
     assert_eq!((decoded.frames[0].width, decoded.frames[0].height), (96, 64));
     // draw=true: the label box appears once a prediction exists.
-    let original = runtime::decode::decode_all(&input.display().to_string()).expect("input decodes");
+    let original = runtime::decode::decode_all(&input).expect("input decodes");
     let before = corner_diff(&decoded.frames[10], &original.frames[10], 48, 12);
     let after = corner_diff(&decoded.frames[99], &original.frames[99], 48, 12);
     assert!(before < 8.0 && after > 2.0 * before + 10.0, "caption difference before {before:.1}, after {after:.1}");
@@ -259,7 +259,7 @@ fn sigint_during_a_file_annotation_leaves_a_playable_mp4() {
     assert_eq!(finished[0]["finish"], "interrupted");
     let frames = finished[0]["frames"].as_u64().expect("frames");
     assert!((64..450).contains(&frames), "{}", finished[0]);
-    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the interrupted MP4 decodes");
+    let decoded = runtime::decode::decode_all(&output).expect("the interrupted MP4 decodes");
     assert_eq!(decoded.frames.len() as u64, frames);
     assert_eq!((decoded.frames[0].width, decoded.frames[0].height), (96, 64));
 }
@@ -436,7 +436,7 @@ fn lost_rtsp_source_is_reconnected_and_the_mp4_spans_the_outage() {
     assert_eq!(finished.len(), 1, "{stderr}");
     assert!(finished[0]["outages"].as_u64().expect("outages") >= 1, "{}", finished[0]);
     let frames = finished[0]["frames"].as_u64().expect("frames");
-    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the MP4 decodes");
+    let decoded = runtime::decode::decode_all(&output).expect("the MP4 decodes");
     assert_eq!(decoded.frames.len() as u64, frames, "one MP4 across the reconnection");
     assert!(stderr.contains("source restored after"), "{stderr}");
 }
@@ -613,7 +613,7 @@ fn odd_sized_video_is_encoded_at_the_next_even_size() {
     let (code, lines, stderr, _) = annotate_to(dir.path(), &input, &output, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(finished_of(&lines)["frames"], 60);
-    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the output MP4 decodes");
+    let decoded = runtime::decode::decode_all(&output).expect("the output MP4 decodes");
     assert_eq!(decoded.frames.len(), 60);
     assert_eq!((decoded.frames[0].width, decoded.frames[0].height), (96, 64));
 }
@@ -660,7 +660,7 @@ fn a_resolution_change_mid_stream_is_scaled_to_the_first_size() {
     assert_eq!(finished_of(&lines)["frames"], 150);
     // One window in each half: the element restarts at the new size.
     assert_eq!(events(&lines, "prediction").len(), 2, "{lines:?}");
-    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the output MP4 decodes");
+    let decoded = runtime::decode::decode_all(&output).expect("the output MP4 decodes");
     assert_eq!(decoded.frames.len(), 150);
     assert!(decoded.frames.iter().all(|f| (f.width, f.height) == (96, 64)));
 }
@@ -671,14 +671,14 @@ fn repeated_timestamps_are_made_monotonic_and_every_frame_is_written() {
     // Pairs of frames sharing a timestamp, as packed-B-frame MPEG-4 decodes.
     let pts: Vec<u64> = (0..80).map(|i| (i / 2) * 2 * 1000 / 30).collect();
     let input = make_raw_mkv(dir.path(), "repeats.mkv", (96, 64), 30, &pts);
-    let decoded = runtime::decode::decode_all(&input.display().to_string()).expect("the input decodes");
+    let decoded = runtime::decode::decode_all(&input).expect("the input decodes");
     let stamps: Vec<Option<u64>> = decoded.frames.iter().map(|f| f.pts_ns).collect();
     assert!(stamps.windows(2).any(|w| w[0] == w[1]), "the input has no repeated timestamp: {stamps:?}");
     let output = dir.path().join("out.mp4");
     let (code, lines, stderr, _) = annotate_to(dir.path(), &input, &output, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(finished_of(&lines)["frames"], 80);
-    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the output MP4 decodes");
+    let decoded = runtime::decode::decode_all(&output).expect("the output MP4 decodes");
     assert_eq!(decoded.frames.len(), 80);
 }
 
@@ -695,7 +695,7 @@ fn a_sparse_file_is_annotated_quickly_with_predictions() {
     assert_eq!(events(&lines, "prediction").len(), 15, "{lines:?}");
     assert_eq!(finished_of(&lines)["skipped"], 0);
     assert!(took < Duration::from_secs(20), "took {took:?}");
-    let decoded = runtime::decode::decode_all(&output.display().to_string()).expect("the output MP4 decodes");
+    let decoded = runtime::decode::decode_all(&output).expect("the output MP4 decodes");
     assert_eq!(decoded.frames.len(), 21);
 }
 

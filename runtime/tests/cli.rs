@@ -290,3 +290,33 @@ fn top_k_zero_is_refused() {
         assert!(stderr(&out).contains("--top-k"), "{command}: {}", stderr(&out));
     }
 }
+
+/// Ten views of a 60 s video lie far apart, one seek each. In MPEG-TS,
+/// which has no index, a seek can land between key frames; the decoder
+/// notices and decodes from the start instead, so the scores are the
+/// MP4's (same packets), not those of frames built on missing references.
+#[test]
+fn ten_views_of_a_long_mpeg_ts_score_as_the_mp4() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mp4, ts) = (dir.path().join("long.mp4"), dir.path().join("long.ts"));
+    gst_launch(&format!(
+        "videotestsrc pattern=ball num-buffers=1800 ! video/x-raw,format=I420,width=160,height=120,framerate=30/1 ! \
+         x264enc key-int-max=300 bframes=0 speed-preset=ultrafast threads=1 ! tee name=t \
+         t. ! queue ! h264parse ! mp4mux ! filesink location={} t. ! queue ! h264parse ! mpegtsmux ! filesink location={}",
+        mp4.display(),
+        ts.display()
+    ));
+    let out = classify(&[mp4.display().to_string(), ts.display().to_string()], &fixture(), &["--views", "10x1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results = json_lines(&out);
+    let (from_mp4, from_ts) = (&results[0], &results[1]);
+    assert_eq!(from_mp4["seeked"], true, "{from_mp4}");
+    // MPEG-TS states no frame count; its packets were counted.
+    assert_eq!(from_mp4["frames"], 1800, "{from_mp4}");
+    assert_eq!(from_ts["frames"], 1800, "{from_ts}");
+    for (a, b) in from_mp4["top"].as_array().unwrap().iter().zip(from_ts["top"].as_array().unwrap()) {
+        assert_eq!(a["class"], b["class"], "{from_mp4}\n{from_ts}");
+        let (a, b) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-6, "{from_mp4}\n{from_ts}");
+    }
+}

@@ -162,7 +162,7 @@ mod video {
             assert!(text.lines().any(|l| l.split('\t').next().unwrap().ends_with(b)), "{b} missing from {text}");
         }
         let why = |name: &str| text.lines().find(|l| l.contains(name)).and_then(|l| l.split('\t').nth(1)).unwrap_or("");
-        assert_eq!(why("audio.wav"), "no video stream", "{text}");
+        assert!(why("audio.wav").starts_with("no video stream in it (it holds only audio/"), "{text}");
         assert_eq!(why("empty.mp4"), "empty file (0 bytes)", "{text}");
         assert!(String::from_utf8_lossy(&run.stdout).contains("2 of 7 videos readable"));
     }
@@ -217,100 +217,5 @@ mod video {
         assert!(!run.status.success());
         let err = String::from_utf8_lossy(&run.stderr);
         assert!(err.contains("none of the 1 videos") && err.contains("list.txt"), "{err}");
-    }
-
-    /// Seeking, and leaving unsampled frames undecoded, gives bit for bit
-    /// the frames a full decode gives: H.264 with B-frames, the sampled
-    /// frames either the reference frames or the skippable ones, after the
-    /// first key frame or a later one; MPEG-4 Part 2 in AVI with packed
-    /// B-frames (buffers without presentation times, numbered by counting)
-    /// and without. (Checked once against PyAV: the H.264 numbering is
-    /// PyAV's frame for frame; in the packed AVI it is the decoder's display
-    /// order, where PyAV's timestamps, which PySlowFast sorts by, swap each
-    /// B-frame with its neighbour.)
-    #[test]
-    fn seeking_gives_the_frames_a_full_decode_gives() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/videos");
-        for (name, starts) in [
-            ("mmaction2_test.mp4", [150, 151]),
-            ("mmaction2_demo.mp4", [90, 201]),
-            ("mmaction2_test.avi", [60, 97]),
-            ("archery_paddlevideo_example.avi", [30, 61]),
-        ] {
-            let video = dir.join(name);
-            let all = trainer::data::decode::decode_clips(&video, |total, _| vec![(0..total).collect()]).unwrap().remove(0);
-            let probe = trainer::data::decode::probe(&video).unwrap();
-            assert!(probe.frames.abs_diff(all.frames) <= 2, "{name}: {} vs {}", probe.frames, all.frames);
-            let frame = all.height * all.width * all.packing.bytes();
-            for start in starts {
-                let want: Vec<usize> = (start..start + 64).step_by(2).collect();
-                let clip = trainer::data::decode::decode_clips(&video, |_, _| vec![want.clone()]).unwrap().remove(0);
-                for (k, &i) in want.iter().enumerate() {
-                    let same = |j: usize| clip.data[k * frame..(k + 1) * frame] == all.data[j * frame..(j + 1) * frame];
-                    if !same(i) {
-                        let found: Vec<usize> = (0..all.frames).filter(|&j| same(j)).collect();
-                        let diff = |j: usize| {
-                            clip.data[k * frame..(k + 1) * frame]
-                                .iter()
-                                .zip(&all.data[j * frame..(j + 1) * frame])
-                                .map(|(a, b)| a.abs_diff(*b) as u64)
-                                .sum::<u64>() as f64
-                                / frame as f64
-                        };
-                        let near: Vec<(usize, f64)> = (i.saturating_sub(3)..i + 4).map(|j| (j, diff(j))).collect();
-                        panic!(
-                            "{name}: frame {i} (clip frame {k}) differs after seeking; equal to full-decode frames {found:?}; mean abs difference to its neighbours {near:?}"
-                        );
-                    }
-                }
-            }
-        }
-        let mp4 = dir.join("mmaction2_test.mp4");
-        let all = trainer::data::decode::decode_clips(&mp4, |total, _| vec![(0..total).collect()]).unwrap().remove(0);
-        assert!(all.frames >= 290, "{} frames", all.frames);
-    }
-
-    fn gst_launch(args: &[&str]) {
-        let status = std::process::Command::new("gst-launch-1.0").arg("-q").args(args).status().unwrap();
-        assert!(status.success(), "gst-launch-1.0 {args:?}");
-    }
-
-    /// The same H.264 remuxed into MPEG-TS (which exposes its streams
-    /// before their caps are settled, and seeks without an index, landing
-    /// between key frames) and Matroska gives the MP4's clip, bit for bit.
-    #[test]
-    fn remuxed_streams_give_the_frames_of_the_mp4() {
-        let mp4 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/videos/mmaction2_test.mp4");
-        let dir = tempfile::tempdir().unwrap();
-        let want: Vec<usize> = (100..164).step_by(2).collect();
-        let clip = |path: &Path| trainer::data::decode::decode_clips(path, |_, _| vec![want.clone()]).unwrap().remove(0);
-        let reference = clip(&mp4);
-        for (muxer, name) in [("mpegtsmux", "remuxed.ts"), ("matroskamux", "remuxed.mkv")] {
-            let out = dir.path().join(name);
-            let (src, sink) = (format!("location={}", mp4.display()), format!("location={}", out.display()));
-            gst_launch(&["filesrc", &src, "!", "qtdemux", "!", "h264parse", "!", muxer, "!", "filesink", &sink]);
-            let got = clip(&out);
-            assert_eq!((got.frames, got.width, got.height), (reference.frames, reference.width, reference.height), "{name}");
-            assert!(got.data == reference.data, "the {name} clip differs from the MP4's");
-        }
-    }
-
-    /// VP8 in WebM goes to the VP8 decoder, not to the higher-ranked one
-    /// for VP8 with an alpha channel, whose caps it also intersects.
-    #[test]
-    fn webm_vp8_is_decoded() {
-        let dir = tempfile::tempdir().unwrap();
-        let webm = dir.path().join("pattern.webm");
-        let sink = format!("location={}", webm.display());
-        let caps = "video/x-raw,width=96,height=64,framerate=30/1";
-        gst_launch(&["videotestsrc", "num-buffers=90", "!", caps, "!", "vp8enc", "deadline=1", "!", "webmmux", "!", "filesink", &sink]);
-        let want: Vec<usize> = (20..84).step_by(2).collect();
-        let got = trainer::data::decode::decode_clips(&webm, |total, _| {
-            assert_eq!(total, 90);
-            vec![want.clone()]
-        })
-        .unwrap()
-        .remove(0);
-        assert_eq!((got.frames, got.width, got.height), (32, 96, 64));
     }
 }

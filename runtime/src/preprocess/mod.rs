@@ -9,7 +9,7 @@
 
 mod window;
 
-pub use window::{CropWindow, PackedFrames, Packing, crop_clip, crop_clip_into};
+pub use window::{CropWindow, PackedFrames, Packing, RawClip, crop_clip, crop_clip_into};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {

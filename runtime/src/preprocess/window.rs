@@ -69,6 +69,24 @@ pub struct PackedFrames<'a> {
     pub packing: Packing,
 }
 
+/// A decoded clip before augmentation, owning its frames: what every
+/// training source (video files, frame folders, the synthetic set) produces
+/// and the crops consume.
+#[derive(Debug, Clone)]
+pub struct RawClip {
+    pub data: Vec<u8>,
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    pub packing: Packing,
+}
+
+impl RawClip {
+    pub fn pixels(&self) -> PackedFrames<'_> {
+        PackedFrames { data: &self.data, count: self.frames, width: self.width, height: self.height, packing: self.packing }
+    }
+}
+
 /// Resizes, crops and normalises packed frames into a planar
 /// `[3, frames, size, size]` clip.
 pub fn crop_clip(frames: &PackedFrames, window: &CropWindow, norm: &Normalization) -> Result<Vec<f32>, PreprocessError> {

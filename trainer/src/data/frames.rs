@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use runtime::preprocess::Packing;
 
 use super::SampleError;
-use super::raw::RawClip;
+use runtime::preprocess::RawClip;
 
 const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "bmp"];
 

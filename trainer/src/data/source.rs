@@ -4,10 +4,9 @@
 
 use std::path::Path;
 
-use runtime::preprocess::Packing;
+use runtime::preprocess::{Packing, RawClip};
 use runtime::sampling::{ClipPosition, clip_indices, clip_size};
 
-use super::raw::RawClip;
 use super::{Sample, SampleError};
 use crate::synth::{self, Split, SynthSpec};
 
@@ -106,7 +105,8 @@ fn read_file(path: &Path, temporal: Temporal, positions: &[ClipPosition]) -> Res
 
 #[cfg(feature = "video")]
 fn decode_file(path: &Path, temporal: Temporal, positions: &[ClipPosition]) -> Result<Vec<RawClip>, SampleError> {
-    super::decode::decode_clips(path, |total, fps| positions.iter().map(|&p| temporal.indices(total, fps, p)).collect())
+    let clips = runtime::decode::decode_clips(path, |total, fps| positions.iter().map(|&p| temporal.indices(total, fps, p)).collect())?;
+    Ok(clips)
 }
 
 #[cfg(not(feature = "video"))]
@@ -116,7 +116,8 @@ fn decode_file(path: &Path, _: Temporal, _: &[ClipPosition]) -> Result<Vec<RawCl
 
 #[cfg(feature = "video")]
 fn probe_file(path: &Path) -> Result<(), SampleError> {
-    super::decode::probe(path).map(|_| ())
+    runtime::decode::probe(path)?;
+    Ok(())
 }
 
 #[cfg(not(feature = "video"))]

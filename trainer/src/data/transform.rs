@@ -10,8 +10,8 @@
 use runtime::preprocess::{CropWindow, Normalization, SpatialCrop, crop_clip_into, scaled_size};
 use tch::{Device, Kind, Tensor};
 
-use super::raw::RawClip;
 use super::rng::Rng;
+use runtime::preprocess::RawClip;
 
 /// Writes `raw` cut as `window` says into `out` (`[3, T, size, size]`); a
 /// clip whose buffer does not hold its frames is refused.
