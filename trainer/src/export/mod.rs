@@ -21,7 +21,7 @@
 mod fold;
 mod graph;
 pub mod metadata;
-mod walk;
+mod onnx;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -119,7 +119,7 @@ pub fn export_onnx(model: &SlowFast, opts: &ExportOptions) -> Result<Vec<u8>, Ex
     let mut g = GraphBuilder::default();
     let slow = g.input(INPUT_SLOW, clip(opts.fast_frames / c.alpha));
     let fast = g.input(INPUT_FAST, clip(opts.fast_frames));
-    let out = walk::network(&mut g, model, [slow, fast], opts.output, output_name(opts.output))?;
+    let out = onnx::network(&mut g, model, [slow, fast], opts.output, output_name(opts.output))?;
     g.output(&out, vec![Dim::Named("N"), Dim::Fixed(c.num_classes)]);
 
     let doc = doc_string(model, opts);

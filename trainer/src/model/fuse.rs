@@ -3,14 +3,16 @@
 //! channels at the slow frame rate; they are concatenated onto the slow
 //! pathway (PySlowFast `FuseFastToSlow`).
 
-use tch::{Tensor, nn};
+use tch::nn;
 
-use super::layers::{BatchNorm3d, Conv3d, Shape};
+use super::layers::{BatchNorm3d, Conv3d, path_name};
+use super::walk::{Backend, Op};
 
 #[derive(Debug)]
 pub struct FuseFastToSlow {
     pub conv_f2s: Conv3d,
     pub bn: BatchNorm3d,
+    pub name: String,
 }
 
 impl FuseFastToSlow {
@@ -19,17 +21,15 @@ impl FuseFastToSlow {
         FuseFastToSlow {
             conv_f2s: Conv3d::new(&p / "conv_f2s", fast_channels, out, [kernel, 1, 1], [alpha, 1, 1], [kernel / 2, 0, 0], [1; 3], 1),
             bn: BatchNorm3d::new(&p / "bn", out, eps, momentum, false),
+            name: path_name(&p),
         }
     }
 
-    pub fn forward_t(&self, slow: &Tensor, fast: &Tensor, train: bool) -> Tensor {
-        let lateral = self.bn.forward_t(&self.conv_f2s.forward(fast), train).relu();
-        Tensor::cat(&[slow, &lateral], 1)
-    }
-
-    /// Shape of the slow pathway after the concatenation.
-    pub fn out_shape(&self, slow: Shape, fast: Shape) -> Shape {
-        let lateral = self.conv_f2s.out_shape(fast);
-        [slow[0], slow[1] + lateral[1], slow[2], slow[3], slow[4]]
+    /// The slow pathway with the fast one's lateral concatenated onto it.
+    pub fn walk<'m, B: Backend<'m>>(&'m self, b: &mut B, slow: &B::Value, fast: &B::Value) -> Result<B::Value, B::Error> {
+        let op = |name| Op { module: &self.name, name };
+        let lateral = b.conv_bn(&self.conv_f2s, &self.bn, fast)?;
+        let lateral = b.relu(op("relu"), lateral)?;
+        b.concat(op("concat"), slow, &lateral)
     }
 }

@@ -4,7 +4,7 @@
 use tch::{Kind, Tensor, nn};
 
 use super::config::HeadPool;
-use super::layers::Shape;
+use super::layers::{Shape, path_name};
 
 #[derive(Debug)]
 pub struct Head {
@@ -13,6 +13,7 @@ pub struct Head {
     pub num_classes: i64,
     pub dropout: f64,
     pub pool: HeadPool,
+    pub name: String,
 }
 
 impl Head {
@@ -23,7 +24,7 @@ impl Head {
             bias: true,
         };
         let projection = nn::linear(&p / "projection", dim_in, num_classes, config);
-        Head { projection, dim_in, num_classes, dropout, pool }
+        Head { projection, dim_in, num_classes, dropout, pool, name: path_name(&p) }
     }
 
     /// `softmax` asks for probabilities (PySlowFast's eval output) instead of

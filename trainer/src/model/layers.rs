@@ -1,7 +1,8 @@
-//! The two layers SlowFast is made of, holding their geometry so the same
-//! structure can be walked on shapes (FLOP counting, input checks) as well as
-//! on tensors. Names of the variables are PyTorch's (`weight`, `running_var`,
-//! `num_batches_tracked`, ...), so checkpoints map one to one.
+//! The layers SlowFast is made of, holding their geometry and their module
+//! paths so the same structure can be walked on shapes (FLOP counting, input
+//! checks) and ONNX nodes as well as on tensors. Names of the variables are
+//! PyTorch's (`weight`, `running_var`, `num_batches_tracked`, ...), so
+//! checkpoints map one to one.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,6 +24,14 @@ pub struct Conv3d {
     pub padding: [i64; 3],
     pub dilation: [i64; 3],
     pub groups: i64,
+    /// The module's path (`s2.pathway0_res0.branch2.a`), naming its node
+    /// and weights in the export.
+    pub name: String,
+}
+
+/// The dotted path of `p` (`s1.pathway0_stem`), as PyTorch names modules.
+pub fn path_name(p: &nn::Path) -> String {
+    p.components().collect::<Vec<_>>().join(".")
 }
 
 impl Conv3d {
@@ -43,7 +52,7 @@ impl Conv3d {
         let stdev = (2.0 / fan_out).sqrt();
         let dims = [out_channels, in_channels / groups, kernel[0], kernel[1], kernel[2]];
         let weight = p.var("weight", &dims, nn::Init::Randn { mean: 0.0, stdev });
-        Conv3d { weight, out_channels, in_channels, kernel, stride, padding, dilation, groups }
+        Conv3d { weight, out_channels, in_channels, kernel, stride, padding, dilation, groups, name: path_name(&p) }
     }
 
     /// A conv with stride 1, no dilation and "same" padding.
@@ -69,6 +78,28 @@ impl Conv3d {
     pub fn macs(&self, s: Shape) -> i64 {
         let out: i64 = self.out_shape(s).iter().product();
         out * (self.in_channels / self.groups) * self.kernel.iter().product::<i64>()
+    }
+}
+
+/// `nn.MaxPool3d` without dilation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool3d {
+    pub kernel: [i64; 3],
+    pub stride: [i64; 3],
+    pub padding: [i64; 3],
+}
+
+impl MaxPool3d {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.max_pool3d(self.kernel, self.stride, self.padding, [1; 3], false)
+    }
+
+    pub fn out_shape(&self, s: Shape) -> Shape {
+        let mut out = s;
+        for d in 0..3 {
+            out[d + 2] = (s[d + 2] + 2 * self.padding[d] - self.kernel[d]) / self.stride[d] + 1;
+        }
+        out
     }
 }
 
@@ -153,7 +184,7 @@ impl BatchNorm3d {
             eps,
             momentum,
             norm: Mutex::new(Norm::Batch),
-            name: p.components().collect::<Vec<_>>().join("."),
+            name: path_name(&p),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The SlowFast network (Feichtenhofer et al., ICCV 2019) as PySlowFast
-//! builds it. One file per part; `slowfast.rs` puts them together.
+//! builds it. One file per part; `slowfast.rs` puts them together and
+//! `walk.rs` has the backends every part is walked on.
 
 pub mod config;
 pub mod fuse;
@@ -8,9 +9,11 @@ pub mod layers;
 pub mod resnet;
 pub mod slowfast;
 pub mod stem;
+pub mod walk;
 
 pub use config::{HeadPool, ModelConfig, Preset};
-pub use slowfast::{EvalOutput, FlopCount, SlowFast};
+pub use slowfast::{EvalOutput, SlowFast};
+pub use walk::FlopCount;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -3,9 +3,10 @@
 //! sits in the first 1x1 conv, which is what makes the slow pathway's early
 //! stages purely spatial.
 
-use tch::{Tensor, nn};
+use tch::nn;
 
-use super::layers::{BatchNorm3d, Conv3d, Shape};
+use super::layers::{BatchNorm3d, Conv3d, path_name};
+use super::walk::{Backend, Op};
 
 /// Geometry of one bottleneck block.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +38,7 @@ pub struct Bottleneck {
 pub struct ResBlock {
     pub branch1: Option<(Conv3d, BatchNorm3d)>,
     pub branch2: Bottleneck,
+    pub name: String,
 }
 
 impl ResBlock {
@@ -58,33 +60,24 @@ impl ResBlock {
             c: Conv3d::same(&q / "c", dim_inner, dim_out, [1, 1, 1]),
             c_bn: BatchNorm3d::new(&q / "c_bn", dim_out, eps, momentum, zero_init_final_bn),
         };
-        ResBlock { branch1, branch2 }
+        ResBlock { branch1, branch2, name: path_name(&p) }
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let b = &self.branch2;
-        let y = b.a_bn.forward_t(&b.a.forward(x), train).relu();
-        let y = b.b_bn.forward_t(&b.b.forward(&y), train).relu();
-        let y = b.c_bn.forward_t(&b.c.forward(&y), train);
-        let shortcut = match &self.branch1 {
-            Some((conv, bn)) => bn.forward_t(&conv.forward(x), train),
-            None => x.shallow_clone(),
+    pub fn walk<'m, B: Backend<'m>>(&'m self, b: &mut B, x: &B::Value) -> Result<B::Value, B::Error> {
+        let op = |name| Op { module: &self.name, name };
+        let t = &self.branch2;
+        let y = b.conv_bn(&t.a, &t.a_bn, x)?;
+        let y = b.relu(op("branch2.a_relu"), y)?;
+        let y = b.conv_bn(&t.b, &t.b_bn, &y)?;
+        let y = b.relu(op("branch2.b_relu"), y)?;
+        let y = b.conv_bn(&t.c, &t.c_bn, &y)?;
+        let sum = match &self.branch1 {
+            Some((conv, bn)) => {
+                let shortcut = b.conv_bn(conv, bn, x)?;
+                b.add(op("add"), &shortcut, &y)?
+            }
+            None => b.add(op("add"), x, &y)?,
         };
-        (shortcut + y).relu()
-    }
-
-    /// Output shape and (conv MACs, BN elements) for an input of shape `s`.
-    pub fn walk(&self, s: Shape) -> (Shape, i64, i64) {
-        let b = &self.branch2;
-        let sa = b.a.out_shape(s);
-        let sb = b.b.out_shape(sa);
-        let sc = b.c.out_shape(sb);
-        let mut macs = b.a.macs(s) + b.b.macs(sa) + b.c.macs(sb);
-        let mut bn = BatchNorm3d::elements(sa) + BatchNorm3d::elements(sb) + BatchNorm3d::elements(sc);
-        if let Some((conv, _)) = &self.branch1 {
-            macs += conv.macs(s);
-            bn += BatchNorm3d::elements(conv.out_shape(s));
-        }
-        (sc, macs, bn)
+        b.relu(op("relu"), sum)
     }
 }

@@ -1,6 +1,7 @@
 //! The SlowFast network: the one place that turns a [`ModelConfig`] into
 //! layers, with PySlowFast's module names (`s1`, `s1_fuse`, `s2`, ...,
-//! `head`) as variable paths.
+//! `head`) as variable paths, and the one walk through them that the
+//! forward, the shape checks, FLOP counts and the export share.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -13,6 +14,7 @@ use super::head::Head;
 use super::layers::{BatchNorm3d, NormMode, Shape, SyncBn};
 use super::resnet::{BlockSpec, ResBlock};
 use super::stem::Stem;
+use super::walk::{Backend, BatchNorms, FlopCount, Forward, Shapes};
 
 /// What eval mode returns; train mode always returns logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,27 +23,6 @@ pub enum EvalOutput {
     #[default]
     Probabilities,
     Logits,
-}
-
-/// Compute of one forward pass, counted as fvcore does (multiply-accumulates).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FlopCount {
-    pub conv_macs: i64,
-    pub linear_macs: i64,
-    /// Elements through BatchNorm.
-    pub bn_elements: i64,
-}
-
-impl FlopCount {
-    /// fvcore counts an affine BatchNorm in eval as 2 per element (scale
-    /// and shift); ReLU, pooling and additions count as nothing.
-    pub fn total(&self) -> i64 {
-        self.conv_macs + self.linear_macs + 2 * self.bn_elements
-    }
-
-    pub fn gmacs(&self) -> f64 {
-        self.total() as f64 / 1e9
-    }
 }
 
 #[derive(Debug)]
@@ -140,7 +121,11 @@ impl SlowFast {
     pub fn forward_t(&self, slow: &Tensor, fast: &Tensor, train: bool) -> Result<Tensor, ModelError> {
         self.check_inputs(slow, fast)?;
         let softmax = !train && self.eval_output == EvalOutput::Probabilities;
-        catch_unwind(AssertUnwindSafe(|| self.forward_unchecked(slow, fast, train, softmax))).map_err(|e| {
+        let forward = || {
+            let Ok(y) = self.walk(&mut Forward { train, softmax }, slow, fast);
+            y
+        };
+        catch_unwind(AssertUnwindSafe(forward)).map_err(|e| {
             let msg = e
                 .downcast_ref::<String>()
                 .cloned()
@@ -150,73 +135,30 @@ impl SlowFast {
         })
     }
 
-    fn forward_unchecked(&self, slow: &Tensor, fast: &Tensor, train: bool, softmax: bool) -> Tensor {
-        let mut x = [self.stem[SLOW].forward_t(slow, train), self.stem[FAST].forward_t(fast, train)];
-        x[SLOW] = self.fuse[0].forward_t(&x[SLOW], &x[FAST], train);
+    /// The network from the clip pair to the head's output, on any backend:
+    /// stems, the lateral fusion after s1 .. s4, the residual blocks of each
+    /// stage (slow pathway first), head.
+    pub fn walk<'m, B: Backend<'m>>(&'m self, b: &mut B, slow: &B::Value, fast: &B::Value) -> Result<B::Value, B::Error> {
+        let mut x = [self.stem[SLOW].walk(b, slow)?, self.stem[FAST].walk(b, fast)?];
+        x[SLOW] = self.fuse[0].walk(b, &x[SLOW], &x[FAST])?;
         for (s, blocks) in self.stages.iter().enumerate() {
             for p in [SLOW, FAST] {
                 for block in &blocks[p] {
-                    x[p] = block.forward_t(&x[p], train);
+                    x[p] = block.walk(b, &x[p])?;
                 }
             }
             if let Some(fuse) = self.fuse.get(s + 1) {
-                x[SLOW] = fuse.forward_t(&x[SLOW], &x[FAST], train);
+                x[SLOW] = fuse.walk(b, &x[SLOW], &x[FAST])?;
             }
         }
-        self.head.forward_t(&x[SLOW], &x[FAST], train, softmax)
-    }
-
-    /// Feature-map shapes of both pathways before the head, with the compute
-    /// spent to get there.
-    fn walk(&self, slow: Shape, fast: Shape) -> ([Shape; 2], FlopCount) {
-        let mut count = FlopCount::default();
-        let mut x = [slow, fast];
-        for p in [SLOW, FAST] {
-            let stem = &self.stem[p];
-            count.conv_macs += stem.conv.macs(x[p]);
-            count.bn_elements += BatchNorm3d::elements(stem.conv.out_shape(x[p]));
-            x[p] = stem.out_shape(x[p]);
-        }
-        for (n, fuse) in self.fuse.iter().enumerate() {
-            if n > 0 {
-                for p in [SLOW, FAST] {
-                    for block in &self.stages[n - 1][p] {
-                        let (out, macs, bn) = block.walk(x[p]);
-                        count.conv_macs += macs;
-                        count.bn_elements += bn;
-                        x[p] = out;
-                    }
-                }
-            }
-            let lateral = fuse.conv_f2s.out_shape(x[FAST]);
-            count.conv_macs += fuse.conv_f2s.macs(x[FAST]);
-            count.bn_elements += BatchNorm3d::elements(lateral);
-            x[SLOW] = fuse.out_shape(x[SLOW], x[FAST]);
-        }
-        for p in [SLOW, FAST] {
-            for block in &self.stages[3][p] {
-                let (out, macs, bn) = block.walk(x[p]);
-                count.conv_macs += macs;
-                count.bn_elements += bn;
-                x[p] = out;
-            }
-        }
-        (x, count)
+        b.head(&self.head, &x[SLOW], &x[FAST])
     }
 
     /// Every BatchNorm layer, in forward order.
     pub fn batch_norms(&self) -> Vec<&BatchNorm3d> {
-        let mut out: Vec<&BatchNorm3d> = self.stem.iter().map(|s| &s.bn).collect();
-        out.extend(self.fuse.iter().take(1).map(|f| &f.bn));
-        for (stage, fuse) in self.stages.iter().zip(self.fuse.iter().skip(1).map(Some).chain(std::iter::repeat(None))) {
-            for block in stage.iter().flatten() {
-                out.extend(block.branch1.as_ref().map(|(_, bn)| bn));
-                let b = &block.branch2;
-                out.extend([&b.a_bn, &b.b_bn, &b.c_bn]);
-            }
-            out.extend(fuse.map(|f| &f.bn));
-        }
-        out
+        let mut bns = BatchNorms::default();
+        let Ok(()) = self.walk(&mut bns, &(), &());
+        bns.0
     }
 
     /// Makes every BN layer sync-BN over `sync`'s group for training.
@@ -241,13 +183,13 @@ impl SlowFast {
         }
     }
 
-    /// Compute of one eval forward on clips of the given shapes.
+    /// Compute of one eval forward on clips of the given shapes (refused
+    /// as [`Self::check_shapes`] refuses them).
     pub fn flops(&self, slow: Shape, fast: Shape) -> Result<FlopCount, ModelError> {
-        self.check_shapes(slow, fast)?;
-        let (x, mut count) = self.walk(slow, fast);
-        let positions = self.head.positions(x[SLOW], x[FAST]).unwrap_or(1);
-        count.linear_macs = slow[0] * positions * self.head.dim_in * self.head.num_classes;
-        Ok(count)
+        self.check_clip_rules(slow, fast)?;
+        let mut shapes = Shapes::default();
+        self.walk(&mut shapes, &slow, &fast)?;
+        Ok(shapes.count)
     }
 
     /// Number of trainable parameters (what papers and model zoos report).
@@ -280,6 +222,11 @@ impl SlowFast {
 
     /// The shape rules of a SlowFast clip pair, each broken one named.
     pub fn check_shapes(&self, slow: Shape, fast: Shape) -> Result<(), ModelError> {
+        self.flops(slow, fast).map(|_| ())
+    }
+
+    /// The rules the shape walk relies on; the walk itself checks the head.
+    fn check_clip_rules(&self, slow: Shape, fast: Shape) -> Result<(), ModelError> {
         let c = &self.config;
         let err = |pathway, why: String| Err(ModelError::Input { pathway, why });
         for (name, s) in [("slow", slow), ("fast", fast)] {
@@ -308,18 +255,6 @@ impl SlowFast {
         let min = c.spatial_stride();
         if slow[3] < min || slow[4] < min {
             return err("slow", format!("spatial size {}x{} is smaller than the network's stride {min}x{min}", slow[3], slow[4]));
-        }
-        let (x, _) = self.walk(slow, fast);
-        if self.head.positions(x[SLOW], x[FAST]).is_none() {
-            return err(
-                "slow",
-                format!(
-                    "final feature maps {:?} / {:?} do not fit the head's pool kernels {:?}",
-                    &x[SLOW][2..],
-                    &x[FAST][2..],
-                    self.head.pool
-                ),
-            );
         }
         Ok(())
     }
