@@ -88,7 +88,11 @@ fn configure(el: &gst::Element, s: &ElementSettings) -> Result<(), AnnotateError
             ))
         })
     };
-    for name in ["model", "labels", "backend", "strict", "fp16", "threads", "engine-cache-dir", "stride", "top-k", "draw", "block"] {
+    // Every property annotate sets or reads (the summary reads the two
+    // counters), so an older plugin is refused up front instead of making
+    // `property()` panic at the end.
+    let names = ["model", "labels", "backend", "strict", "fp16", "threads", "engine-cache-dir", "stride", "top-k", "draw", "block"];
+    for name in names.into_iter().chain(["predictions", "skipped"]) {
         check(name)?;
     }
     el.set_property("model", s.model.display().to_string());
