@@ -5,6 +5,7 @@ pub mod clip;
 pub mod data;
 pub mod dist;
 pub mod export;
+pub mod import;
 pub mod model;
 pub mod multigrid;
 pub mod recipe;

@@ -38,10 +38,17 @@ pub fn save(vs: &nn::VarStore, path: &Path) -> Result<(), WeightsError> {
     Tensor::write_safetensors(&named, path).map_err(|e| WeightsError::Write { path: path.to_path_buf(), why: e.to_string() })
 }
 
-/// Reads every tensor of a safetensors file.
+/// Reads every tensor of a weights file: safetensors as it is, a
+/// checkpoint of another zoo (PySlowFast `.pyth`, pytorchvideo, ...)
+/// through `import`, its names mapped to ours.
 pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError> {
     if !path.is_file() {
         return Err(WeightsError::Read { path: path.to_path_buf(), why: "no such file".to_string() });
+    }
+    if !crate::import::is_safetensors(path) {
+        return crate::import::import(path, None)
+            .map(|i| i.tensors)
+            .map_err(|e| WeightsError::Read { path: path.to_path_buf(), why: e.why });
     }
     let tensors = Tensor::read_safetensors(path).map_err(|e| WeightsError::Read { path: path.to_path_buf(), why: e.to_string() })?;
     Ok(tensors.into_iter().collect())
@@ -51,14 +58,26 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError> {
 /// on any mismatch nothing is copied and each problem is listed.
 pub fn load(vs: &mut nn::VarStore, path: &Path, mode: LoadMode) -> Result<(), WeightsError> {
     let file = read(path)?;
+    load_tensors(vs, &file, path, mode)
+}
+
+/// `load` of tensors already read from `path` (named in errors).
+pub fn load_tensors(vs: &mut nn::VarStore, file: &BTreeMap<String, Tensor>, path: &Path, mode: LoadMode) -> Result<(), WeightsError> {
     let model: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let tolerated = |name: &str| mode == LoadMode::NewHead && name.starts_with(HEAD_PREFIX);
+    // BN's step counter, which no forward pass reads: files made without it
+    // (Caffe2 conversions, older torch) load as torch loads them, the
+    // counter at 0.
+    let optional = |name: &str| name.ends_with(".num_batches_tracked");
 
     let mut problems = Vec::new();
+    let mut restart = Vec::new();
     let model_names: BTreeSet<&String> = model.keys().collect();
     let file_names: BTreeSet<&String> = file.keys().collect();
     for name in model_names.difference(&file_names) {
-        if !tolerated(name) {
+        if optional(name) {
+            restart.push(&model[*name]);
+        } else if !tolerated(name) {
             problems.push(format!("  missing: {name} {:?}", model[*name].size()));
         }
     }
@@ -86,6 +105,9 @@ pub fn load(vs: &mut nn::VarStore, path: &Path, mode: LoadMode) -> Result<(), We
         return Err(WeightsError::Mismatch { path: path.to_path_buf(), problems });
     }
     tch::no_grad(|| {
+        for counter in restart {
+            let _ = counter.shallow_clone().zero_();
+        }
         for (dst, src) in copies {
             let mut dst = dst.shallow_clone();
             dst.copy_(&src.to_kind(dst.kind()).to_device(dst.device()));

@@ -10,6 +10,7 @@ mod check_data;
 #[cfg(feature = "video")]
 mod demo;
 mod export;
+mod import;
 mod info;
 #[cfg(feature = "video")]
 mod synth;
@@ -46,6 +47,8 @@ enum Command {
     BenchMultigrid(bench_multigrid::Args),
     /// Write the network as an ONNX model (opset 17) that describes itself.
     Export(export::Args),
+    /// Convert a checkpoint of another zoo (PySlowFast, pytorchvideo) to our weights, safely.
+    Import(import::Args),
     /// Train a recipe; rerunning the same command resumes from the latest checkpoint.
     Train(train::Args),
     /// Multi-view test (temporal views x spatial crops) with per-class accuracy.
@@ -72,6 +75,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::BenchDist(a) => bench_dist::run(a),
         Command::BenchMultigrid(a) => bench_multigrid::run(a),
         Command::Export(a) => export::run(a),
+        Command::Import(a) => import::run(a),
         Command::Train(a) => train::run(a),
         Command::Test(a) => test::run(a),
         #[cfg(feature = "video")]

@@ -1,0 +1,99 @@
+//! `trainer import`: a checkpoint from another SlowFast zoo as our
+//! safetensors weights, without Python and without running anything in the
+//! file.
+//!
+//! ```text
+//! trainer import SLOWFAST_8x8_R50.pyth --arch slowfast_8x8_r50 --out w.safetensors
+//! trainer import model.pt --config configs/my_recipe.yaml --from pytorchvideo --out w.safetensors
+//! ```
+//!
+//! The kind of file is told by its content (torch zip or pickle) and the
+//! zoo by its tensor names (`--from` overrides). The weights are loaded
+//! strictly into the network first, so every missing, unexpected or
+//! mis-shaped tensor is named and nothing is written for a checkpoint of
+//! another variant. Every command that takes `--weights` reads these files
+//! directly too; `import` is for converting once and for the report.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args as ClapArgs;
+use tch::{Device, nn};
+use trainer::import::{self, Zoo};
+use trainer::model::{Preset, SlowFast};
+use trainer::recipe::Recipe;
+use trainer::weights::{self, LoadMode};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The checkpoint: PySlowFast `.pyth`, pytorchvideo `.pt`/`.pyth`, a
+    /// torch-saved state dict.
+    input: PathBuf,
+    /// A published architecture (or give --config).
+    #[arg(long, value_enum, required_unless_present = "config", conflicts_with = "config")]
+    arch: Option<Preset>,
+    /// Training recipe whose model the checkpoint is for (any widths).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Classes of the checkpoint's head, when not the preset's 400.
+    #[arg(long, conflicts_with = "config")]
+    num_classes: Option<i64>,
+    /// Which zoo's names: auto (from the names), pyslowfast, pytorchvideo,
+    /// caffe2, paddlevideo.
+    #[arg(long = "from", default_value = "auto")]
+    zoo: String,
+    /// The safetensors file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let zoo = match a.zoo.as_str() {
+        "auto" => None,
+        z => Some(z.parse::<Zoo>().map_err(anyhow::Error::msg).context("--from")?),
+    };
+    let config = match (&a.config, a.arch) {
+        (Some(path), _) => {
+            let recipe = Recipe::load(path)?;
+            recipe.model_config().map_err(|(key, why)| anyhow::anyhow!("{}: `{key}`: {why}", path.display()))?
+        }
+        (None, Some(arch)) => {
+            let mut c = arch.config();
+            if let Some(n) = a.num_classes {
+                c.num_classes = n;
+            }
+            c
+        }
+        (None, None) => bail!("give --arch PRESET or --config RECIPE.yaml"),
+    };
+    let imported = import::import(&a.input, zoo)?;
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let _model = SlowFast::new(&vs.root(), &config)?;
+    weights::load_tensors(&mut vs, &imported.tensors, &a.input, LoadMode::Strict)?;
+    weights::save(&vs, &a.out)?;
+    let r = &imported.report;
+    if a.json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    println!("{}: a {} checkpoint ({}), state dict at {}", a.input.display(), r.zoo, r.container, r.state_dict_at);
+    println!(
+        "  {} tensors mapped to PySlowFast names and loaded strictly{}",
+        r.tensors,
+        if r.dropped_module_prefix { " (`module.` prefix dropped)" } else { "" }
+    );
+    if r.optimizer_state || r.other_tensors > 0 {
+        println!("  not imported: optimizer state ({} tensors)", r.other_tensors);
+    }
+    if let Some(e) = r.epoch {
+        println!("  trained for {e} epochs");
+    }
+    if let Some(cfg) = &r.cfg {
+        println!("  training config stored alongside ({} lines)", cfg.lines().count());
+    }
+    println!("wrote {}", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Which zoo a state dict comes from, told by its tensor names, and its
+//! names mapped to ours (PySlowFast's, which our network's variable paths
+//! are).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The zoos whose checkpoints are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zoo {
+    /// PySlowFast's `.pyth` (and our own names): taken as they are.
+    PySlowFast,
+    /// pytorchvideo's `create_slowfast` (`blocks.N...`).
+    PyTorchVideo,
+    /// Caffe2's `.pkl` model zoo.
+    Caffe2,
+    /// PaddleVideo's `.pdparams`.
+    PaddleVideo,
+}
+
+impl fmt::Display for Zoo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Zoo::PySlowFast => "pyslowfast",
+            Zoo::PyTorchVideo => "pytorchvideo",
+            Zoo::Caffe2 => "caffe2",
+            Zoo::PaddleVideo => "paddlevideo",
+        })
+    }
+}
+
+impl FromStr for Zoo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pyslowfast" => Ok(Zoo::PySlowFast),
+            "pytorchvideo" => Ok(Zoo::PyTorchVideo),
+            "caffe2" => Ok(Zoo::Caffe2),
+            "paddlevideo" => Ok(Zoo::PaddleVideo),
+            _ => Err(format!("unknown checkpoint kind {s:?}: expected auto, pyslowfast, pytorchvideo, caffe2 or paddlevideo")),
+        }
+    }
+}
+
+/// The zoo whose names these are, from names only that zoo uses.
+pub fn detect<'a>(names: impl IntoIterator<Item = &'a str> + Clone) -> Option<Zoo> {
+    let any = |f: &dyn Fn(&str) -> bool| names.clone().into_iter().any(f);
+    if any(&|n| n.starts_with("blocks.") && n.contains("multipathway")) {
+        Some(Zoo::PyTorchVideo)
+    } else if any(&|n| n.starts_with("s1.pathway0_stem.") || n.starts_with("s1_fuse.")) {
+        Some(Zoo::PySlowFast)
+    } else if any(&|n| n.ends_with("._mean") || n.ends_with("._variance") || n.contains("slow_path") || n.contains("fast_path")) {
+        Some(Zoo::PaddleVideo)
+    } else if any(&|n| n.ends_with("_bn_s") || n.ends_with("_bn_riv") || n.ends_with("_bn_rm") || n.starts_with("res_conv1_")) {
+        Some(Zoo::Caffe2)
+    } else {
+        None
+    }
+}
+
+/// Our name for `name` from `zoo`; `Err` says why it has none.
+pub fn map(zoo: Zoo, name: &str) -> Result<String, String> {
+    match zoo {
+        Zoo::PySlowFast => Ok(name.to_string()),
+        Zoo::PyTorchVideo => from_pytorchvideo(name).ok_or_else(|| format!("{name}: no counterpart in PySlowFast's SlowFast")),
+        Zoo::Caffe2 | Zoo::PaddleVideo => Err(format!("{zoo} names are not mapped yet")),
+    }
+}
+
+const BN_FIELDS: [&str; 5] = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"];
+
+/// pytorchvideo's `create_slowfast` tree: `blocks.0` the stems, `blocks.1-4`
+/// the stages, each with the lateral fusion after it (`blocks.0-3`), and
+/// the last block the head.
+fn from_pytorchvideo(name: &str) -> Option<String> {
+    let p: Vec<&str> = name.split('.').collect();
+    if p.first() != Some(&"blocks") {
+        return None;
+    }
+    let k: usize = p.get(1)?.parse().ok()?;
+    let bn = |f: &str| BN_FIELDS.contains(&f);
+    match p.get(2..)? {
+        ["proj", f @ ("weight" | "bias")] => Some(format!("head.projection.{f}")),
+        ["multipathway_fusion", "conv_fast_to_slow", "weight"] if k <= 3 => Some(format!("s{}_fuse.conv_f2s.weight", k + 1)),
+        ["multipathway_fusion", "norm", f] if k <= 3 && bn(f) => Some(format!("s{}_fuse.bn.{f}", k + 1)),
+        ["multipathway_blocks", pw @ ("0" | "1"), rest @ ..] => match (k, rest) {
+            (0, ["conv", "weight"]) => Some(format!("s1.pathway{pw}_stem.conv.weight")),
+            (0, ["norm", f]) if bn(f) => Some(format!("s1.pathway{pw}_stem.bn.{f}")),
+            (1..=4, ["res_blocks", i, rest @ ..]) => {
+                let i: usize = i.parse().ok()?;
+                let block = format!("s{}.pathway{pw}_res{i}", k + 1);
+                match rest {
+                    ["branch1_conv", "weight"] => Some(format!("{block}.branch1.weight")),
+                    ["branch1_norm", f] if bn(f) => Some(format!("{block}.branch1_bn.{f}")),
+                    ["branch2", layer, f] => {
+                        let ours = match *layer {
+                            "conv_a" if *f == "weight" => "a",
+                            "conv_b" if *f == "weight" => "b",
+                            "conv_c" if *f == "weight" => "c",
+                            "norm_a" if bn(f) => "a_bn",
+                            "norm_b" if bn(f) => "b_bn",
+                            "norm_c" if bn(f) => "c_bn",
+                            _ => return None,
+                        };
+                        Some(format!("{block}.branch2.{ours}.{f}"))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytorchvideo_names_map_to_pyslowfast_names() {
+        let cases = [
+            ("blocks.0.multipathway_blocks.1.conv.weight", "s1.pathway1_stem.conv.weight"),
+            ("blocks.0.multipathway_blocks.0.norm.running_var", "s1.pathway0_stem.bn.running_var"),
+            ("blocks.0.multipathway_fusion.conv_fast_to_slow.weight", "s1_fuse.conv_f2s.weight"),
+            ("blocks.3.multipathway_fusion.norm.num_batches_tracked", "s4_fuse.bn.num_batches_tracked"),
+            ("blocks.1.multipathway_blocks.0.res_blocks.0.branch1_conv.weight", "s2.pathway0_res0.branch1.weight"),
+            ("blocks.4.multipathway_blocks.1.res_blocks.2.branch2.norm_b.bias", "s5.pathway1_res2.branch2.b_bn.bias"),
+            ("blocks.2.multipathway_blocks.0.res_blocks.3.branch2.conv_c.weight", "s3.pathway0_res3.branch2.c.weight"),
+            ("blocks.6.proj.weight", "head.projection.weight"),
+        ];
+        for (theirs, ours) in cases {
+            assert_eq!(map(Zoo::PyTorchVideo, theirs).as_deref(), Ok(ours), "{theirs}");
+        }
+        for bad in
+            ["blocks.4.multipathway_fusion.conv_fast_to_slow.weight", "blocks.1.multipathway_blocks.2.conv.weight", "head.x", "blocks.x"]
+        {
+            assert!(map(Zoo::PyTorchVideo, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn zoos_are_told_by_their_names() {
+        assert_eq!(detect(["blocks.0.multipathway_blocks.0.conv.weight"]), Some(Zoo::PyTorchVideo));
+        assert_eq!(detect(["s1.pathway0_stem.conv.weight", "head.projection.weight"]), Some(Zoo::PySlowFast));
+        assert_eq!(detect(["backbone.slow_path.conv1._conv.weight", "x._mean"]), Some(Zoo::PaddleVideo));
+        assert_eq!(detect(["res_conv1_bn_s", "conv1_w"]), Some(Zoo::Caffe2));
+        assert_eq!(detect(["fc.weight"]), None);
+    }
+}
