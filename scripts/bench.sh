@@ -39,3 +39,12 @@ echo "## Data parallel, R50 8x8, global batch 4 at 128: gradient all-reduce over
 echo "## Multigrid against the normal schedule: the reduced SlowFast on the synthetic motion set, 16 epochs each (about 12 minutes)"
 rm -rf "$repo/target/bench-multigrid"
 "$bin/trainer" bench-multigrid --config "$repo/configs/bench_multigrid_synth.yaml" --out "$repo/target/bench-multigrid"
+
+echo "## Checkpoint import: a full-size R50 8x8 PySlowFast .pyth with optimizer state, trainer import vs torch.load + save_file (time, peak memory)"
+ckpt="$work/slowfast_8x8_r50.pyth"
+[ -f "$ckpt" ] || "$py" "$repo/bench/import_reference.py" make "$ckpt"
+ls -l "$ckpt"
+for _ in 1 2 3; do
+  /usr/bin/time -f "trainer import: %e s, peak %M KiB" "$bin/trainer" import "$ckpt" --arch slowfast_8x8_r50 --out "$work/imported.safetensors" >/dev/null
+  /usr/bin/time -f "torch.load + save_file: %e s, peak %M KiB" "$py" "$repo/bench/import_reference.py" convert "$ckpt" "$work/reference.safetensors"
+done

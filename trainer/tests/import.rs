@@ -307,3 +307,23 @@ fn mutated_checkpoints_never_crash_the_reader() {
     }
     assert!(cases > 1000, "only {cases} cases in the time allowed");
 }
+
+/// numpy arrays as PaddleVideo and Caffe2 files pickle them: C and
+/// Fortran order, big-endian, half, int64; protocols 4 and 2 (bytes through
+/// `_codecs.encode`). `numpy_arrays.py` writes them.
+#[test]
+fn numpy_arrays_are_read_in_every_order_and_byte_order() {
+    for (file, prefix) in [("numpy_protocol4.pdparams", ""), ("numpy_protocol2.pkl", "blobs.")] {
+        let tensors: std::collections::BTreeMap<String, tch::Tensor> =
+            import::read_tensors(&import_dir().join(file)).unwrap_or_else(|e| panic!("{e}")).into_iter().collect();
+        let expected = (tch::Tensor::arange(24, (tch::Kind::Float, Device::Cpu)) * 0.5).reshape([2, 3, 4]);
+        for name in ["c_order_f4", "fortran_f8", "big_endian_f4", "half"] {
+            let t = &tensors[&format!("{prefix}{name}")];
+            assert_eq!(t.size(), [2, 3, 4], "{file}: {name}");
+            assert!(max_abs(t, &expected) == 0.0, "{file}: {name} differs: {t}");
+        }
+        let ints = &tensors[&format!("{prefix}int64")];
+        assert_eq!(ints.kind(), tch::Kind::Int64);
+        assert_eq!(Vec::<i64>::try_from(ints.flatten(0, -1)).unwrap(), vec![0, 1, 2, 3, 4, 5]);
+    }
+}

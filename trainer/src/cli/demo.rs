@@ -17,7 +17,8 @@ pub struct Args {
     video: Option<String>,
     #[arg(long, value_enum, default_value = "slowfast_8x8_r50")]
     arch: Preset,
-    /// Safetensors weights with PySlowFast names; random init without.
+    /// Weights: safetensors with PySlowFast names, or a PySlowFast / pytorchvideo
+    /// checkpoint (read, never run); random init without.
     #[arg(long)]
     weights: Option<PathBuf>,
     #[arg(long, default_value_t = 256)]

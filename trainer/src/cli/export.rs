@@ -64,7 +64,8 @@ pub struct Args {
     /// synthetic set) class names come from it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Safetensors weights with PySlowFast names.
+    /// Weights: safetensors with PySlowFast names, or a PySlowFast / pytorchvideo
+    /// checkpoint (read, never run).
     #[arg(long, conflicts_with = "random_init")]
     weights: Option<PathBuf>,
     /// Export the reference random initialisation (no training).

@@ -10,12 +10,12 @@ use std::rc::Rc;
 use super::pickle::{self, StorageKind, Value};
 use super::tensors::{RawTensor, Storages, tensor_of};
 
-/// A checkpoint unpickled, with every tensor in it read.
+/// A checkpoint unpickled; its tensors' bytes are read when `collect`
+/// asks for them, so the parts not imported (an optimizer's state) are
+/// never read.
 pub struct Unpickled {
     pub root: Value,
-    /// Tensors in the order they were found, by their path in `root`
-    /// (`model_state.s1.pathway0_stem.conv.weight`).
-    pub tensors: Vec<(String, RawTensor)>,
+    pub storages: Box<dyn Storages>,
     pub container: &'static str,
 }
 
@@ -40,9 +40,7 @@ pub fn read(path: &Path) -> Result<Unpickled, String> {
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(|e| format!("cannot read: {e}"))?;
         let root = pickle::load(&data).map_err(|e| e.to_string())?;
-        drop(data);
-        let tensors = collect(&root, &mut NoStorages)?;
-        return Ok(Unpickled { root, tensors, container: "pickle" });
+        return Ok(Unpickled { root, storages: Box::new(NoStorages), container: "pickle" });
     }
     Err("neither a torch zip nor a pickle (a safetensors file is read as weights directly)".into())
 }
@@ -121,14 +119,12 @@ fn read_torch_zip(file: std::fs::File) -> Result<Unpickled, String> {
         data
     };
     let root = pickle::load(&data).map_err(|e| format!("{pickle_name}: {e}"))?;
-    let mut storages = ZipStorages { zip, prefix, big_endian };
-    let tensors = collect(&root, &mut storages)?;
-    Ok(Unpickled { root, tensors, container: "torch zip" })
+    Ok(Unpickled { root, storages: Box::new(ZipStorages { zip, prefix, big_endian }), container: "torch zip" })
 }
 
-/// Every tensor in `root` with its path of dict keys (containers nest a
-/// few levels: a checkpoint dict, a state dict, an optimizer state).
-fn collect(root: &Value, storages: &mut dyn Storages) -> Result<Vec<(String, RawTensor)>, String> {
+/// Every tensor in `root` with its path of dict keys (a state dict's
+/// names; deeper containers join their keys with dots).
+pub fn collect(root: &Value, storages: &mut dyn Storages) -> Result<Vec<(String, RawTensor)>, String> {
     let mut out = Vec::new();
     walk(root, String::new(), storages, &mut out, 0)?;
     Ok(out)
@@ -162,4 +158,18 @@ fn walk(v: &Value, path: String, storages: &mut dyn Storages, out: &mut Vec<(Str
         _ => {}
     }
     Ok(())
+}
+
+/// How many tensors `v` holds, without reading any.
+pub fn count_tensors(v: &Value) -> usize {
+    use super::pickle::Callable;
+    match v {
+        Value::Object {
+            class: Callable::RebuildTensor | Callable::RebuildTensorV2 | Callable::RebuildParameter | Callable::NumpyReconstruct,
+            ..
+        } => 1,
+        Value::Dict(items) => items.iter().map(|(_, v)| count_tensors(v)).sum(),
+        Value::List(items) | Value::Tuple(items) => items.iter().map(count_tensors).sum(),
+        _ => 0,
+    }
 }

@@ -56,9 +56,9 @@ const STATE_DICT_KEYS: [&str; 3] = ["model_state", "state_dict", "model"];
 /// Reads `path` as a checkpoint of `zoo` (`None`: told by its names).
 pub fn import(path: &Path, zoo: Option<Zoo>) -> Result<Imported, ImportError> {
     let fail = |why: String| ImportError { path: path.to_path_buf(), why };
-    let read = container::read(path).map_err(fail)?;
+    let mut read = container::read(path).map_err(fail)?;
     let mut report = Report { container: read.container.to_string(), ..Report::default() };
-    let at = STATE_DICT_KEYS.into_iter().find(|k| read.tensors.iter().any(|(p, _)| p.starts_with(&format!("{k}."))));
+    let at = STATE_DICT_KEYS.into_iter().find(|k| matches!(read.root.get(k), Some(pickle::Value::Dict(_))));
     report.state_dict_at = at.unwrap_or("the file's root").to_string();
     report.epoch = match read.root.get("epoch") {
         Some(pickle::Value::Int(e)) => Some(*e),
@@ -69,20 +69,12 @@ pub fn import(path: &Path, zoo: Option<Zoo>) -> Result<Imported, ImportError> {
         _ => None,
     };
     report.optimizer_state = read.root.get("optimizer_state").or_else(|| read.root.get("optimizer")).is_some();
-    let mut state = Vec::new();
-    for (p, t) in read.tensors {
-        let name = match at {
-            Some(k) => match p.strip_prefix(k).and_then(|r| r.strip_prefix('.')) {
-                Some(n) => n.to_string(),
-                None => {
-                    report.other_tensors += 1;
-                    continue;
-                }
-            },
-            None => p,
-        };
-        state.push((name, t));
-    }
+    let dict = match at {
+        Some(k) => read.root.get(k).unwrap_or(&read.root),
+        None => &read.root,
+    };
+    report.other_tensors = container::count_tensors(&read.root) - container::count_tensors(dict);
+    let mut state = container::collect(dict, &mut *read.storages).map_err(fail)?;
     if !state.is_empty() && state.iter().all(|(n, _)| n.starts_with("module.")) {
         report.dropped_module_prefix = true;
         for (n, _) in &mut state {
@@ -128,4 +120,13 @@ pub fn is_safetensors(path: &Path) -> bool {
     let Ok(mut f) = std::fs::File::open(path) else { return false };
     use std::io::Read;
     f.read_exact(&mut head).is_ok() && head[8] == b'{'
+}
+
+/// Every tensor in `path` under its path in the file, names not mapped:
+/// for looking into a checkpoint of a zoo whose names are not mapped yet.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, ImportError> {
+    let fail = |why: String| ImportError { path: path.to_path_buf(), why };
+    let mut read = container::read(path).map_err(fail)?;
+    let tensors = container::collect(&read.root, &mut *read.storages).map_err(fail)?;
+    Ok(tensors.into_iter().map(|(n, t)| (n, t.to_tch())).collect())
 }

@@ -32,8 +32,10 @@ pub enum Value {
     /// A persistent id: what the container (the torch zip) resolves.
     Persistent(Box<Value>),
     /// The result of calling an accepted global, and the state BUILD gave
-    /// it.
+    /// it. `id` tells objects apart: values are copied, not shared, so a
+    /// BUILD updates the memo's copies of its object by it.
     Object {
+        id: u32,
         class: Callable,
         args: Vec<Value>,
         state: Option<Box<Value>>,
@@ -136,11 +138,12 @@ struct Machine<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    objects: u32,
 }
 
 /// Runs the pickle in `data` to its STOP and returns the value it built.
 pub fn load(data: &[u8]) -> Result<Value, PickleError> {
-    let mut m = Machine { data, pos: 0, at: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    let mut m = Machine { data, pos: 0, at: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), objects: 0 };
     m.run()
 }
 
@@ -272,7 +275,10 @@ impl<'a> Machine<'a> {
                 }
                 _ => return self.fail("_codecs.encode with arguments other than (text, 'latin1')"),
             },
-            _ => Value::Object { class, args, state: None },
+            _ => {
+                self.objects += 1;
+                Value::Object { id: self.objects, class, args, state: None }
+            }
         };
         self.push(v)
     }
@@ -482,12 +488,24 @@ impl<'a> Machine<'a> {
                 }
                 b'b' => {
                     let state = self.pop()?;
-                    match self.top()? {
-                        Value::Object { state: slot, .. } => *slot = Some(Box::new(state)),
+                    let built = match self.top()? {
+                        Value::Object { id, state: slot, .. } => {
+                            *slot = Some(Box::new(state.clone()));
+                            Some(*id)
+                        }
                         // An OrderedDict's attributes (torch's `_metadata`):
                         // nothing a tensor needs.
-                        Value::Dict(_) => {}
+                        Value::Dict(_) => None,
                         _ => return self.fail("BUILD of something that is not an object"),
+                    };
+                    if let Some(id) = built {
+                        for v in self.memo.values_mut() {
+                            if let Value::Object { id: same, state: slot, .. } = v
+                                && *same == id
+                            {
+                                *slot = Some(Box::new(state.clone()));
+                            }
+                        }
                     }
                 }
                 b'q' => {

@@ -90,7 +90,7 @@ fn ints(v: &Value, what: &str) -> Result<Vec<usize>, String> {
 
 /// If `v` is a tensor or an array, its elements.
 pub fn tensor_of(v: &Value, storages: &mut dyn Storages) -> Result<Option<RawTensor>, String> {
-    let Value::Object { class, args, state } = v else { return Ok(None) };
+    let Value::Object { class, args, state, .. } = v else { return Ok(None) };
     match class {
         Callable::RebuildParameter => match args.first() {
             Some(inner) => tensor_of(inner, storages),
@@ -202,7 +202,7 @@ fn numpy_array(state: &Value) -> Result<RawTensor, String> {
 /// `numpy.dtype("f4", False, True)` with its BUILD state
 /// `(3, "<", ...)`: the element type and whether it is big-endian.
 fn numpy_dtype(v: &Value) -> Result<(StorageKind, bool), String> {
-    let Value::Object { class: Callable::NumpyDtype, args, state } = v else { return Err("numpy array without a dtype".into()) };
+    let Value::Object { class: Callable::NumpyDtype, args, state, .. } = v else { return Err("numpy array without a dtype".into()) };
     let Some(Value::Str(code)) = args.first() else { return Err("numpy dtype without a type code".into()) };
     let kind = match code.as_str() {
         "f4" => StorageKind::F32,
