@@ -327,3 +327,28 @@ fn numpy_arrays_are_read_in_every_order_and_byte_order() {
         assert_eq!(Vec::<i64>::try_from(ints.flatten(0, -1)).unwrap(), vec![0, 1, 2, 3, 4, 5]);
     }
 }
+
+/// A PaddleVideo SlowFast written by Paddle (`paddlevideo.py`: its own
+/// backbone and head at reduced width): our network with the imported
+/// `.pdparams` gives Paddle's eval probabilities on the same clip.
+#[test]
+fn a_paddlevideo_checkpoint_gives_paddles_outputs() {
+    let path = import_dir().join("paddlevideo.pdparams");
+    let io = weights::read(&import_dir().join("paddlevideo_io.safetensors")).unwrap();
+    let config = trainer::model::ModelConfig {
+        width_per_group: 8,
+        beta_inv: 8,
+        num_classes: 10,
+        dropout: 0.5,
+        head_pool: HeadPool::Global,
+        ..trainer::model::Preset::SlowFast8x8R50.config()
+    };
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = SlowFast::new(&vs.root(), &config).unwrap();
+    weights::load(&mut vs, &path, LoadMode::Strict).unwrap_or_else(|e| panic!("{e}"));
+    let probs = tch::no_grad(|| model.forward_t(&io["slow"], &io["fast"], false)).unwrap();
+    let d = max_abs(&probs, &io["probs"]);
+    assert!(d < 1e-4, "eval probabilities differ from Paddle's by {d:e}");
+    let r = import::import(&path, None).unwrap().report;
+    assert_eq!((r.zoo.as_str(), r.container.as_str()), ("paddlevideo", "pickle"));
+}

@@ -26,8 +26,8 @@ use trainer::weights::{self, LoadMode};
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The checkpoint: PySlowFast `.pyth`, pytorchvideo `.pt`/`.pyth`, a
-    /// torch-saved state dict.
+    /// The checkpoint: PySlowFast `.pyth`, pytorchvideo `.pt`/`.pyth`,
+    /// PaddleVideo `.pdparams`, a torch-saved state dict.
     input: PathBuf,
     /// A published architecture (or give --config).
     #[arg(long, value_enum, required_unless_present = "config", conflicts_with = "config")]

@@ -99,7 +99,11 @@ pub fn import(path: &Path, zoo: Option<Zoo>) -> Result<Imported, ImportError> {
     for (name, raw) in state {
         match names::map(zoo, &name) {
             Ok(ours) => {
-                if tensors.insert(ours.clone(), raw.to_tch()).is_some() {
+                let mut t = raw.to_tch();
+                if names::transposed(zoo, &ours) {
+                    t = t.tr().contiguous();
+                }
+                if tensors.insert(ours.clone(), t).is_some() {
                     problems.push(format!("  {name}: a second tensor for {ours}"));
                 }
             }

@@ -63,8 +63,44 @@ pub fn map(zoo: Zoo, name: &str) -> Result<String, String> {
     match zoo {
         Zoo::PySlowFast => Ok(name.to_string()),
         Zoo::PyTorchVideo => from_pytorchvideo(name).ok_or_else(|| format!("{name}: no counterpart in PySlowFast's SlowFast")),
-        Zoo::Caffe2 | Zoo::PaddleVideo => Err(format!("{zoo} names are not mapped yet")),
+        Zoo::PaddleVideo => from_paddlevideo(name).ok_or_else(|| format!("{name}: not a PaddleVideo SlowFast backbone or head tensor")),
+        Zoo::Caffe2 => Err(format!("{zoo} names are not mapped yet")),
     }
+}
+
+/// Whether our tensor `ours` is stored transposed by `zoo`: Paddle's
+/// `Linear` keeps its weight as [in, out], torch's as [out, in].
+pub fn transposed(zoo: Zoo, ours: &str) -> bool {
+    zoo == Zoo::PaddleVideo && ours == "head.projection.weight"
+}
+
+/// PaddleVideo's `ResNetSlowFast` and `SlowFastHead` under a recognizer
+/// (`backbone.`, `head.`): PySlowFast's module tree with Paddle's layer
+/// names (`_conv`, `_bn`, `_conv_f2s`) and BN statistics (`_mean`,
+/// `_variance`).
+fn from_paddlevideo(name: &str) -> Option<String> {
+    if let Some(f @ ("weight" | "bias")) = name.strip_prefix("head.projection.") {
+        return Some(format!("head.projection.{f}"));
+    }
+    let rest = name.strip_prefix("backbone.")?;
+    let parts: Vec<&str> = rest.split('.').collect();
+    let (last, path) = parts.split_last()?;
+    let field = match *last {
+        "_mean" => "running_mean",
+        "_variance" => "running_var",
+        f @ ("weight" | "bias") => f,
+        _ => return None,
+    };
+    let path: Vec<&str> = path
+        .iter()
+        .map(|p| match *p {
+            "_conv" => "conv",
+            "_bn" => "bn",
+            "_conv_f2s" => "conv_f2s",
+            p => p,
+        })
+        .collect();
+    Some(format!("{}.{field}", path.join(".")))
 }
 
 const BN_FIELDS: [&str; 5] = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"];
@@ -136,6 +172,26 @@ mod tests {
             ["blocks.4.multipathway_fusion.conv_fast_to_slow.weight", "blocks.1.multipathway_blocks.2.conv.weight", "head.x", "blocks.x"]
         {
             assert!(map(Zoo::PyTorchVideo, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paddlevideo_names_map_to_pyslowfast_names() {
+        let cases = [
+            ("backbone.s1.pathway0_stem._conv.weight", "s1.pathway0_stem.conv.weight"),
+            ("backbone.s1.pathway1_stem._bn._variance", "s1.pathway1_stem.bn.running_var"),
+            ("backbone.s3_fuse._conv_f2s.weight", "s3_fuse.conv_f2s.weight"),
+            ("backbone.s2_fuse._bn._mean", "s2_fuse.bn.running_mean"),
+            ("backbone.s4.pathway1_res5.branch2.b_bn.bias", "s4.pathway1_res5.branch2.b_bn.bias"),
+            ("backbone.s2.pathway0_res0.branch1_bn._mean", "s2.pathway0_res0.branch1_bn.running_mean"),
+            ("head.projection.weight", "head.projection.weight"),
+        ];
+        for (theirs, ours) in cases {
+            assert_eq!(map(Zoo::PaddleVideo, theirs).as_deref(), Ok(ours), "{theirs}");
+        }
+        assert!(transposed(Zoo::PaddleVideo, "head.projection.weight") && !transposed(Zoo::PyTorchVideo, "head.projection.weight"));
+        for bad in ["neck.x.weight", "backbone.s1.pathway0_stem._bn._other", "head.fc.weight"] {
+            assert!(map(Zoo::PaddleVideo, bad).is_err(), "{bad}");
         }
     }
 
