@@ -352,3 +352,16 @@ fn a_paddlevideo_checkpoint_gives_paddles_outputs() {
     let r = import::import(&path, None).unwrap().report;
     assert_eq!((r.zoo.as_str(), r.container.as_str()), ("paddlevideo", "pickle"));
 }
+
+/// A Caffe2-style `.pkl` (`caffe2.py`: Caffe2 names that PySlowFast's own
+/// converter maps back, momentum blobs and solver counters beside them, no
+/// BN step counters): the reference's outputs.
+#[test]
+fn a_caffe2_checkpoint_gives_the_reference_outputs() {
+    let path = import_dir().join("caffe2.pkl");
+    let d = distance_from_reference(&path);
+    assert!(d < 1e-4, "eval probabilities differ by {d:e}");
+    let r = import::import(&path, None).unwrap().report;
+    assert_eq!((r.zoo.as_str(), r.state_dict_at.as_str()), ("caffe2", "blobs"));
+    assert!(r.optimizer_state && r.other_tensors == 5, "{r:?}");
+}

@@ -17,7 +17,7 @@ pub struct Args {
     video: Option<String>,
     #[arg(long, value_enum, default_value = "slowfast_8x8_r50")]
     arch: Preset,
-    /// Weights: safetensors with PySlowFast names, or a PySlowFast / pytorchvideo / PaddleVideo
+    /// Weights: safetensors with PySlowFast names, or a PySlowFast / pytorchvideo / Caffe2 / PaddleVideo
     /// checkpoint (read, never run); random init without.
     #[arg(long)]
     weights: Option<PathBuf>,

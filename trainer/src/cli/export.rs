@@ -64,7 +64,7 @@ pub struct Args {
     /// synthetic set) class names come from it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Weights: safetensors with PySlowFast names, or a PySlowFast / pytorchvideo / PaddleVideo
+    /// Weights: safetensors with PySlowFast names, or a PySlowFast / pytorchvideo / Caffe2 / PaddleVideo
     /// checkpoint (read, never run).
     #[arg(long, conflicts_with = "random_init")]
     weights: Option<PathBuf>,

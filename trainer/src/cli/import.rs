@@ -27,7 +27,7 @@ use trainer::weights::{self, LoadMode};
 #[derive(ClapArgs)]
 pub struct Args {
     /// The checkpoint: PySlowFast `.pyth`, pytorchvideo `.pt`/`.pyth`,
-    /// PaddleVideo `.pdparams`, a torch-saved state dict.
+    /// Caffe2 `.pkl`, PaddleVideo `.pdparams`, a torch-saved state dict.
     input: PathBuf,
     /// A published architecture (or give --config).
     #[arg(long, value_enum, required_unless_present = "config", conflicts_with = "config")]

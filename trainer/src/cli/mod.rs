@@ -47,7 +47,7 @@ enum Command {
     BenchMultigrid(bench_multigrid::Args),
     /// Write the network as an ONNX model (opset 17) that describes itself.
     Export(export::Args),
-    /// Convert a checkpoint of another zoo (PySlowFast, pytorchvideo) to our weights, safely.
+    /// Convert a checkpoint of another zoo (PySlowFast, pytorchvideo, Caffe2, PaddleVideo) to our weights, safely.
     Import(import::Args),
     /// Train a recipe; rerunning the same command resumes from the latest checkpoint.
     Train(train::Args),

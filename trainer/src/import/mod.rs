@@ -1,4 +1,5 @@
-//! Checkpoints from the SlowFast zoos read without Python and without
+//! Checkpoints from the SlowFast zoos (PySlowFast, pytorchvideo, Caffe2,
+//! PaddleVideo) read without Python and without
 //! running anything they contain: the container (`container`), a
 //! restricted pickle machine (`pickle`), tensors out of torch storages and
 //! numpy arrays (`tensors`), and the zoos' names mapped to ours (`names`).
@@ -49,9 +50,10 @@ pub struct Report {
 }
 
 /// Where a checkpoint keeps its state dict, in the order looked for: the
-/// PySlowFast and pytorchvideo zoos (`model_state`), Lightning-style files
-/// (`state_dict`), others (`model`); otherwise the file is the state dict.
-const STATE_DICT_KEYS: [&str; 3] = ["model_state", "state_dict", "model"];
+/// PySlowFast and pytorchvideo zoos (`model_state`), Caffe2's (`blobs`),
+/// Lightning-style files (`state_dict`), others (`model`); otherwise the
+/// file is the state dict.
+const STATE_DICT_KEYS: [&str; 4] = ["model_state", "blobs", "state_dict", "model"];
 
 /// Reads `path` as a checkpoint of `zoo` (`None`: told by its names).
 pub fn import(path: &Path, zoo: Option<Zoo>) -> Result<Imported, ImportError> {
@@ -97,6 +99,11 @@ pub fn import(path: &Path, zoo: Option<Zoo>) -> Result<Imported, ImportError> {
     // One at a time, each raw copy dropped as its tensor is made, so the
     // file's weights are held about twice at most.
     for (name, raw) in state {
+        if zoo == Zoo::Caffe2 && names::caffe2_training_state(&name) {
+            report.other_tensors += 1;
+            report.optimizer_state = true;
+            continue;
+        }
         match names::map(zoo, &name) {
             Ok(ours) => {
                 let mut t = raw.to_tch();

@@ -64,8 +64,77 @@ pub fn map(zoo: Zoo, name: &str) -> Result<String, String> {
         Zoo::PySlowFast => Ok(name.to_string()),
         Zoo::PyTorchVideo => from_pytorchvideo(name).ok_or_else(|| format!("{name}: no counterpart in PySlowFast's SlowFast")),
         Zoo::PaddleVideo => from_paddlevideo(name).ok_or_else(|| format!("{name}: not a PaddleVideo SlowFast backbone or head tensor")),
-        Zoo::Caffe2 => Err(format!("{zoo} names are not mapped yet")),
+        Zoo::Caffe2 => from_caffe2(name),
     }
+}
+
+/// Caffe2 blobs that are training state, not weights: the SGD momentum of
+/// each blob and the solver's counters.
+pub fn caffe2_training_state(name: &str) -> bool {
+    name.ends_with("_momentum") || matches!(name, "lr" | "iter" | "model_iter" | "lr_x")
+}
+
+/// PySlowFast's Caffe2 name conversion (`slowfast/utils/c2_model_loading.py`,
+/// `get_name_convert_func`): these substitutions, applied in this order
+/// to every name, the non-local ones included so that a checkpoint of
+/// that variant maps fully and is then refused by the strict loader, not
+/// half-loaded.
+const CAFFE2_RULES: [(&str, &str); 29] = [
+    (r"^nonlocal_conv([0-9]+)_([0-9]+)_(.*)", r"s${1}.pathway0_nonlocal${2}_${3}"),
+    (r"^(.*)_nonlocal([0-9]+)_(theta)(.*)", r"${1}_nonlocal${2}.conv_${3}${4}"),
+    (r"^(.*)_nonlocal([0-9]+)_(g)(.*)", r"${1}_nonlocal${2}.conv_${3}${4}"),
+    (r"^(.*)_nonlocal([0-9]+)_(phi)(.*)", r"${1}_nonlocal${2}.conv_${3}${4}"),
+    (r"^(.*)_nonlocal([0-9]+)_(out)(.*)", r"${1}_nonlocal${2}.conv_${3}${4}"),
+    (r"^(.*)_nonlocal([0-9]+)_(bn)_(.*)", r"${1}_nonlocal${2}.${3}.${4}"),
+    (r"^t_pool1_subsample_bn_(.*)", r"s1_fuse.bn.${1}"),
+    (r"^t_pool1_subsample_(.*)", r"s1_fuse.conv_f2s.${1}"),
+    (r"^t_res([0-9]+)_([0-9]+)_branch2c_bn_subsample_bn_(.*)", r"s${1}_fuse.bn.${3}"),
+    (r"^t_res([0-9]+)_([0-9]+)_branch2c_bn_subsample_(.*)", r"s${1}_fuse.conv_f2s.${3}"),
+    (r"^res([0-9]+)_([0-9]+)_branch([0-9]+)([a-z])_(.*)", r"s${1}.pathway0_res${2}.branch${3}.${4}_${5}"),
+    (r"^res_conv1_bn_(.*)", r"s1.pathway0_stem.bn.${1}"),
+    (r"^conv1_xy(.*)", r"s1.pathway0_stem.conv_xy${1}"),
+    (r"^conv1_(.*)", r"s1.pathway0_stem.conv.${1}"),
+    (r"^res([0-9]+)_([0-9]+)_branch([0-9]+)_(.*)", r"s${1}.pathway0_res${2}.branch${3}_${4}"),
+    (r"^res_conv1_(.*)", r"s1.pathway0_stem.conv.${1}"),
+    (r"^t_res([0-9]+)_([0-9]+)_branch([0-9]+)([a-z])_(.*)", r"s${1}.pathway1_res${2}.branch${3}.${4}_${5}"),
+    (r"^t_res_conv1_bn_(.*)", r"s1.pathway1_stem.bn.${1}"),
+    (r"^t_conv1_(.*)", r"s1.pathway1_stem.conv.${1}"),
+    (r"^t_res([0-9]+)_([0-9]+)_branch([0-9]+)_(.*)", r"s${1}.pathway1_res${2}.branch${3}_${4}"),
+    (r"^t_res_conv1_(.*)", r"s1.pathway1_stem.conv.${1}"),
+    (r"pred_(.*)", r"head.projection.${1}"),
+    (r"(.*)b_bn_fc(.*)", r"${1}se.fc${2}"),
+    (r"conv_5(.*)", r"head.conv_5${1}"),
+    (r"lin_5(.*)", r"head.lin_5${1}"),
+    (r"(.*)bn.b\z", r"${1}bn.bias"),
+    (r"(.*)bn.s\z", r"${1}bn.weight"),
+    (r"(.*)bn.rm\z", r"${1}bn.running_mean"),
+    (r"(.*)bn.riv\z", r"${1}bn.running_var"),
+];
+
+/// The last two of PySlowFast's rules, kept apart: `regex` has no
+/// look-behind, and these only rename a `_b` / `_w` suffix.
+fn caffe2_suffix(name: &str) -> String {
+    for (suffix, field) in [("b", "bias"), ("w", "weight")] {
+        if let Some(stem) = name.strip_suffix(suffix)
+            && let Some(stem) = stem.strip_suffix(['.', '_'])
+        {
+            return format!("{stem}.{field}");
+        }
+    }
+    name.to_string()
+}
+
+fn from_caffe2(name: &str) -> Result<String, String> {
+    static RULES: std::sync::OnceLock<Vec<(regex::Regex, &'static str)>> = std::sync::OnceLock::new();
+    let rules = RULES.get_or_init(|| CAFFE2_RULES.iter().filter_map(|(re, to)| regex::Regex::new(re).ok().map(|re| (re, *to))).collect());
+    if rules.len() != CAFFE2_RULES.len() {
+        return Err("the Caffe2 name rules do not compile".into());
+    }
+    let mut out = name.to_string();
+    for (re, to) in rules {
+        out = re.replace_all(&out, *to).into_owned();
+    }
+    Ok(caffe2_suffix(&out))
 }
 
 /// Whether our tensor `ours` is stored transposed by `zoo`: Paddle's
@@ -202,5 +271,30 @@ mod tests {
         assert_eq!(detect(["backbone.slow_path.conv1._conv.weight", "x._mean"]), Some(Zoo::PaddleVideo));
         assert_eq!(detect(["res_conv1_bn_s", "conv1_w"]), Some(Zoo::Caffe2));
         assert_eq!(detect(["fc.weight"]), None);
+    }
+
+    #[test]
+    fn caffe2_names_map_as_pyslowfast_converts_them() {
+        let cases = [
+            ("conv1_w", "s1.pathway0_stem.conv.weight"),
+            ("res_conv1_bn_riv", "s1.pathway0_stem.bn.running_var"),
+            ("t_conv1_w", "s1.pathway1_stem.conv.weight"),
+            ("t_res_conv1_bn_s", "s1.pathway1_stem.bn.weight"),
+            ("res2_0_branch2a_bn_s", "s2.pathway0_res0.branch2.a_bn.weight"),
+            ("t_res5_2_branch2c_w", "s5.pathway1_res2.branch2.c.weight"),
+            ("res3_0_branch1_w", "s3.pathway0_res0.branch1.weight"),
+            ("t_res4_0_branch1_bn_rm", "s4.pathway1_res0.branch1_bn.running_mean"),
+            ("t_pool1_subsample_w", "s1_fuse.conv_f2s.weight"),
+            ("t_pool1_subsample_bn_b", "s1_fuse.bn.bias"),
+            ("t_res3_3_branch2c_bn_subsample_w", "s3_fuse.conv_f2s.weight"),
+            ("t_res4_5_branch2c_bn_subsample_bn_rm", "s4_fuse.bn.running_mean"),
+            ("pred_w", "head.projection.weight"),
+            ("pred_b", "head.projection.bias"),
+            ("nonlocal_conv3_1_theta_w", "s3.pathway0_nonlocal1.conv_theta.weight"),
+        ];
+        for (theirs, ours) in cases {
+            assert_eq!(map(Zoo::Caffe2, theirs).as_deref(), Ok(ours), "{theirs}");
+        }
+        assert!(caffe2_training_state("res2_0_branch2a_w_momentum") && caffe2_training_state("lr") && !caffe2_training_state("pred_w"));
     }
 }
