@@ -122,3 +122,51 @@ fn is_numeric(kind: Kind) -> bool {
         Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16 | Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8
     )
 }
+
+/// What `load_inflated` did.
+#[derive(Debug, Clone, Default)]
+pub struct Inflated {
+    /// Tensors copied as they were.
+    pub copied: usize,
+    /// 2D conv weights spread over the network's temporal kernel.
+    pub inflated: usize,
+    /// Tensors of the network the file has nothing for, or nothing of the
+    /// right shape: they keep their initialisation.
+    pub kept: Vec<String>,
+    /// Tensors of the file the network has no place for.
+    pub unused: Vec<String>,
+}
+
+/// Starting a video network from image (2D) weights, as PySlowFast's
+/// `inflate_weight` does: a `[O, I, kh, kw]` conv weight fills a
+/// `[O, I, T, kh, kw]` one repeated over time and divided by `T` (so a
+/// clip of one repeated frame gives the image network's response). The
+/// load is partial by nature: whatever the image network lacks (the fast
+/// pathway, the lateral connections, a head of other classes) or shapes
+/// differently keeps its initialisation, and is listed.
+pub fn load_inflated(vs: &mut nn::VarStore, file: &BTreeMap<String, Tensor>) -> Inflated {
+    let model: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let mut out = Inflated { unused: file.keys().filter(|k| !model.contains_key(*k)).cloned().collect(), ..Inflated::default() };
+    tch::no_grad(|| {
+        for (name, dst) in &model {
+            let Some(src) = file.get(name).filter(|s| is_numeric(s.kind())) else {
+                out.kept.push(name.clone());
+                continue;
+            };
+            let (s, d) = (src.size(), dst.size());
+            let value = if s == d {
+                out.copied += 1;
+                src.shallow_clone()
+            } else if s.len() == 4 && d.len() == 5 && s[..2] == d[..2] && s[2..] == d[3..] {
+                out.inflated += 1;
+                src.unsqueeze(2).repeat([1, 1, d[2], 1, 1]) / d[2] as f64
+            } else {
+                out.kept.push(format!("{name} (file {s:?}, network {d:?})"));
+                continue;
+            };
+            let mut dst = dst.shallow_clone();
+            dst.copy_(&value.to_kind(dst.kind()).to_device(dst.device()));
+        }
+    });
+    out
+}

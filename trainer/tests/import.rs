@@ -71,12 +71,7 @@ fn a_pytorchvideo_state_dict_gives_the_reference_outputs() {
 fn trainer_import_writes_weights_that_load_as_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("tiny.yaml");
-    // The Kinetics recipe with the fixture's network in place of its own.
-    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/slowfast_8x8_r50.yaml")).unwrap();
-    let (head, rest) = demo.split_once("\nmodel:").unwrap();
-    let (_, tail) = rest.split_once("\ndata:").unwrap();
-    let model = "model:\n  arch: slowfast_8x8_r50\n  num_classes: 10\n  width_per_group: 8\n  beta_inv: 8\n  dropout: 0.0\n";
-    std::fs::write(&recipe, format!("{head}\n{model}\ndata:{tail}")).unwrap();
+    write_tiny_recipe(&recipe);
     let out = dir.path().join("w.safetensors");
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
         .arg("import")
@@ -106,6 +101,16 @@ fn trainer_import_writes_weights_that_load_as_safetensors() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && stderr.contains("shape of s1.pathway0_stem.conv.weight"), "{stderr}");
     assert!(!refused.exists());
+}
+
+/// A recipe for the tiny_8x8 network: the Kinetics recipe with the
+/// fixture's network in place of its own.
+fn write_tiny_recipe(recipe: &Path) {
+    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/slowfast_8x8_r50.yaml")).unwrap();
+    let (head, rest) = demo.split_once("\nmodel:").unwrap();
+    let (_, tail) = rest.split_once("\ndata:").unwrap();
+    let model = "model:\n  arch: slowfast_8x8_r50\n  num_classes: 10\n  width_per_group: 8\n  beta_inv: 8\n  dropout: 0.0\n";
+    std::fs::write(recipe, format!("{head}\n{model}\ndata:{tail}")).unwrap();
 }
 
 /// The entries of a zip, in order.
@@ -364,4 +369,42 @@ fn a_caffe2_checkpoint_gives_the_reference_outputs() {
     let r = import::import(&path, None).unwrap().report;
     assert_eq!((r.zoo.as_str(), r.state_dict_at.as_str()), ("caffe2", "blobs"));
     assert!(r.optimizer_state && r.other_tensors == 5, "{r:?}");
+}
+
+/// Image (2D) weights start the video network: each 2D conv weight is
+/// repeated over the network's temporal kernel and divided by it; what the
+/// image network lacks or shapes differently keeps its initialisation and
+/// is listed.
+#[test]
+fn image_weights_are_inflated_over_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("tiny.yaml");
+    write_tiny_recipe(&recipe);
+    let out = dir.path().join("inflated.safetensors");
+    let input = import_dir().join("caffe2_imagenet.pkl");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("import")
+        .arg(&input)
+        .args(["--config", &recipe.display().to_string(), "--out", &out.display().to_string(), "--inflate"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        stdout.contains("inflated over time") && stdout.contains("head.projection.weight (file [1000, 288], network [10, 288])"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("s1.pathway1_stem.conv.weight") && stdout.contains("s1_fuse.conv_f2s.weight"), "{stdout}");
+    let image: std::collections::BTreeMap<String, tch::Tensor> = import::read_tensors(&input).unwrap().into_iter().collect();
+    let got = weights::read(&out).unwrap();
+    // The slow stem's temporal kernel is 1; res4's first conv's is 3.
+    for (ours, theirs, t) in
+        [("s1.pathway0_stem.conv.weight", "blobs.conv1_w", 1), ("s4.pathway0_res1.branch2.a.weight", "blobs.res4_1_branch2a_w", 3)]
+    {
+        let want = image[theirs].unsqueeze(2).repeat([1, 1, t, 1, 1]) / t as f64;
+        assert_eq!(got[ours].size()[2], t);
+        assert!(max_abs(&got[ours], &want) < 1e-7, "{ours}");
+    }
+    let bn = "s2.pathway0_res0.branch2.a_bn.running_var";
+    assert!(max_abs(&got[bn], &image["blobs.res2_0_branch2a_bn_riv"]) == 0.0);
 }

@@ -13,6 +13,8 @@
 //! mis-shaped tensor is named and nothing is written for a checkpoint of
 //! another variant. Every command that takes `--weights` reads these files
 //! directly too; `import` is for converting once and for the report.
+//! `--inflate` starts a video network from image weights instead (2D conv
+//! weights spread over time, a partial load that lists what it kept).
 
 use std::path::PathBuf;
 
@@ -48,6 +50,12 @@ pub struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// The checkpoint is of an image (2D) network, e.g. ImageNet Caffe2
+    /// weights: inflate its conv weights over time and load what fits,
+    /// keeping the initialisation of the rest (as PySlowFast does when a
+    /// video network starts from ImageNet).
+    #[arg(long)]
+    inflate: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -72,7 +80,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let imported = import::import(&a.input, zoo)?;
     let mut vs = nn::VarStore::new(Device::Cpu);
     let _model = SlowFast::new(&vs.root(), &config)?;
-    weights::load_tensors(&mut vs, &imported.tensors, &a.input, LoadMode::Strict)?;
+    let inflated = if a.inflate {
+        Some(weights::load_inflated(&mut vs, &imported.tensors))
+    } else {
+        weights::load_tensors(&mut vs, &imported.tensors, &a.input, LoadMode::Strict)?;
+        None
+    };
+    if let Some(i) = &inflated
+        && i.copied + i.inflated == 0
+    {
+        bail!("{}: none of its tensors fits the network (is --arch / --config right?)", a.input.display());
+    }
     weights::save(&vs, &a.out)?;
     let r = &imported.report;
     if a.json {
@@ -80,11 +98,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("{}: a {} checkpoint ({}), state dict at {}", a.input.display(), r.zoo, r.container, r.state_dict_at);
-    println!(
-        "  {} tensors mapped to PySlowFast names and loaded strictly{}",
-        r.tensors,
-        if r.dropped_module_prefix { " (`module.` prefix dropped)" } else { "" }
-    );
+    let prefix = if r.dropped_module_prefix { " (`module.` prefix dropped)" } else { "" };
+    match &inflated {
+        None => println!("  {} tensors mapped to PySlowFast names and loaded strictly{prefix}", r.tensors),
+        Some(i) => {
+            println!("  {} tensors mapped to PySlowFast names{prefix}: {} copied, {} inflated over time", r.tensors, i.copied, i.inflated);
+            println!("  {} tensors of the network keep their initialisation:", i.kept.len());
+            for k in &i.kept {
+                println!("    {k}");
+            }
+            if !i.unused.is_empty() {
+                println!("  {} tensors of the file have no place in the network: {}", i.unused.len(), i.unused.join(", "));
+            }
+        }
+    }
     if r.optimizer_state || r.other_tensors > 0 {
         println!("  not imported: optimizer state ({} tensors)", r.other_tensors);
     }
