@@ -5,12 +5,13 @@
 //! Tolerance: eval probabilities within 1e-4 max abs (the same weights:
 //! they agree to rounding).
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use tch::{Device, nn};
 use trainer::import::{self, Zoo};
-use trainer::model::{HeadPool, SlowFast};
+use trainer::model::{HeadPool, ModelConfig, SlowFast};
 use trainer::weights::{self, LoadMode};
 
 mod common;
@@ -24,11 +25,17 @@ fn import_dir() -> PathBuf {
 /// probabilities' distance from the reference's.
 fn distance_from_reference(weights: &Path) -> f64 {
     let reference = common::fixture("tiny_8x8", HeadPool::Global);
+    eval_distance(&reference.model.config, weights, &reference.io, "eval_probs")
+}
+
+/// `config`'s network with `weights` loaded strictly, run in eval on
+/// `io`'s slow and fast clips: its distance from `io[expected]`.
+fn eval_distance(config: &ModelConfig, weights: &Path, io: &BTreeMap<String, tch::Tensor>, expected: &str) -> f64 {
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = SlowFast::new(&vs.root(), &reference.model.config).unwrap();
+    let model = SlowFast::new(&vs.root(), config).unwrap();
     weights::load(&mut vs, weights, LoadMode::Strict).unwrap_or_else(|e| panic!("{e}"));
-    let probs = tch::no_grad(|| model.forward_t(&reference.io["slow"], &reference.io["fast"], false)).unwrap();
-    max_abs(&probs, &reference.io["eval_probs"])
+    let probs = tch::no_grad(|| model.forward_t(&io["slow"], &io["fast"], false)).unwrap();
+    max_abs(&probs, &io[expected])
 }
 
 #[test]
@@ -340,7 +347,7 @@ fn numpy_arrays_are_read_in_every_order_and_byte_order() {
 fn a_paddlevideo_checkpoint_gives_paddles_outputs() {
     let path = import_dir().join("paddlevideo.pdparams");
     let io = weights::read(&import_dir().join("paddlevideo_io.safetensors")).unwrap();
-    let config = trainer::model::ModelConfig {
+    let config = ModelConfig {
         width_per_group: 8,
         beta_inv: 8,
         num_classes: 10,
@@ -348,11 +355,7 @@ fn a_paddlevideo_checkpoint_gives_paddles_outputs() {
         head_pool: HeadPool::Global,
         ..trainer::model::Preset::SlowFast8x8R50.config()
     };
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = SlowFast::new(&vs.root(), &config).unwrap();
-    weights::load(&mut vs, &path, LoadMode::Strict).unwrap_or_else(|e| panic!("{e}"));
-    let probs = tch::no_grad(|| model.forward_t(&io["slow"], &io["fast"], false)).unwrap();
-    let d = max_abs(&probs, &io["probs"]);
+    let d = eval_distance(&config, &path, &io, "probs");
     assert!(d < 1e-4, "eval probabilities differ from Paddle's by {d:e}");
     let r = import::import(&path, None).unwrap().report;
     assert_eq!((r.zoo.as_str(), r.container.as_str()), ("paddlevideo", "pickle"));

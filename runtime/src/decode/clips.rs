@@ -17,12 +17,17 @@ const DEFAULT_FPS: f64 = 30.0;
 /// returned index list.
 pub fn decode_clips(location: impl AsRef<Path>, pick: impl Fn(usize, f64) -> Vec<Vec<usize>>) -> Result<Vec<RawClip>, DecodeError> {
     let (mut numbers, mut data, mut size) = (Vec::new(), Vec::new(), (0, 0));
+    // The clips picked from the stated frame count; picked after reading
+    // when the container states none.
+    let picked = Cell::new(None);
     let expected = Cell::new(1);
     let read = read_frames(
         location,
         |total, fps| {
-            let wanted: Vec<usize> = pick(total, fps.unwrap_or(DEFAULT_FPS)).into_iter().flatten().collect();
+            let clips = pick(total, fps.unwrap_or(DEFAULT_FPS));
+            let wanted: Vec<usize> = clips.iter().flatten().copied().collect();
             expected.set(wanted.len());
+            picked.set(Some(clips));
             wanted
         },
         |frame| {
@@ -36,7 +41,7 @@ pub fn decode_clips(location: impl AsRef<Path>, pick: impl Fn(usize, f64) -> Vec
             Ok(())
         },
     )?;
-    let mut clips = pick(read.probe.frames, read.probe.fps.unwrap_or(DEFAULT_FPS));
+    let mut clips = picked.take().unwrap_or_else(|| pick(read.probe.frames, read.probe.fps.unwrap_or(DEFAULT_FPS)));
     let (w, h) = size;
     // One clip of exactly the frames decoded (training): the clip is the
     // decoded buffer itself.

@@ -99,17 +99,14 @@ pub fn import(path: &Path, zoo: Option<Zoo>) -> Result<Imported, ImportError> {
     // One at a time, each raw copy dropped as its tensor is made, so the
     // file's weights are held about twice at most.
     for (name, raw) in state {
-        if zoo == Zoo::Caffe2 && names::caffe2_training_state(&name) {
-            report.other_tensors += 1;
-            report.optimizer_state = true;
-            continue;
-        }
-        match names::map(zoo, &name) {
-            Ok(ours) => {
-                let mut t = raw.to_tch();
-                if names::transposed(zoo, &ours) {
-                    t = t.tr().contiguous();
-                }
+        match names::place(zoo, &name) {
+            Ok(names::Place::TrainingState) => {
+                report.other_tensors += 1;
+                report.optimizer_state = true;
+            }
+            Ok(names::Place::Weight { name: ours, transposed }) => {
+                let t = raw.to_tch().map_err(|why| fail(format!("{name}: {why}")))?;
+                let t = if transposed { t.tr().contiguous() } else { t };
                 if tensors.insert(ours.clone(), t).is_some() {
                     problems.push(format!("  {name}: a second tensor for {ours}"));
                 }
@@ -139,5 +136,5 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, ImportError> {
     let fail = |why: String| ImportError { path: path.to_path_buf(), why };
     let mut read = container::read(path).map_err(fail)?;
     let tensors = container::collect(&read.root, &mut *read.storages).map_err(fail)?;
-    Ok(tensors.into_iter().map(|(n, t)| (n, t.to_tch())).collect())
+    tensors.into_iter().map(|(n, t)| t.to_tch().map(|t| (n, t)).map_err(&fail)).collect()
 }

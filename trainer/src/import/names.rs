@@ -58,8 +58,27 @@ pub fn detect<'a>(names: impl IntoIterator<Item = &'a str> + Clone) -> Option<Zo
     }
 }
 
+/// Where a zoo's tensor goes in our network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// Our tensor `name`; `transposed` when the zoo stores it transposed.
+    Weight { name: String, transposed: bool },
+    /// Training state kept beside the weights (Caffe2's momentum blobs and
+    /// solver counters): not imported.
+    TrainingState,
+}
+
+/// Where `name` from `zoo` goes; `Err` says why it has no place.
+pub fn place(zoo: Zoo, name: &str) -> Result<Place, String> {
+    if zoo == Zoo::Caffe2 && caffe2_training_state(name) {
+        return Ok(Place::TrainingState);
+    }
+    let ours = map(zoo, name)?;
+    Ok(Place::Weight { transposed: transposed(zoo, &ours), name: ours })
+}
+
 /// Our name for `name` from `zoo`; `Err` says why it has none.
-pub fn map(zoo: Zoo, name: &str) -> Result<String, String> {
+fn map(zoo: Zoo, name: &str) -> Result<String, String> {
     match zoo {
         Zoo::PySlowFast => Ok(name.to_string()),
         Zoo::PyTorchVideo => from_pytorchvideo(name).ok_or_else(|| format!("{name}: no counterpart in PySlowFast's SlowFast")),
@@ -70,7 +89,7 @@ pub fn map(zoo: Zoo, name: &str) -> Result<String, String> {
 
 /// Caffe2 blobs that are training state, not weights: the SGD momentum of
 /// each blob and the solver's counters.
-pub fn caffe2_training_state(name: &str) -> bool {
+fn caffe2_training_state(name: &str) -> bool {
     name.ends_with("_momentum") || matches!(name, "lr" | "iter" | "model_iter" | "lr_x")
 }
 
@@ -139,7 +158,7 @@ fn from_caffe2(name: &str) -> Result<String, String> {
 
 /// Whether our tensor `ours` is stored transposed by `zoo`: Paddle's
 /// `Linear` keeps its weight as [in, out], torch's as [out, in].
-pub fn transposed(zoo: Zoo, ours: &str) -> bool {
+fn transposed(zoo: Zoo, ours: &str) -> bool {
     zoo == Zoo::PaddleVideo && ours == "head.projection.weight"
 }
 
@@ -258,7 +277,15 @@ mod tests {
         for (theirs, ours) in cases {
             assert_eq!(map(Zoo::PaddleVideo, theirs).as_deref(), Ok(ours), "{theirs}");
         }
-        assert!(transposed(Zoo::PaddleVideo, "head.projection.weight") && !transposed(Zoo::PyTorchVideo, "head.projection.weight"));
+        let head = |zoo, name| place(zoo, name).unwrap();
+        assert_eq!(
+            head(Zoo::PaddleVideo, "head.projection.weight"),
+            Place::Weight { name: "head.projection.weight".into(), transposed: true }
+        );
+        assert_eq!(
+            head(Zoo::PyTorchVideo, "blocks.6.proj.weight"),
+            Place::Weight { name: "head.projection.weight".into(), transposed: false }
+        );
         for bad in ["neck.x.weight", "backbone.s1.pathway0_stem._bn._other", "head.fc.weight"] {
             assert!(map(Zoo::PaddleVideo, bad).is_err(), "{bad}");
         }
@@ -295,6 +322,9 @@ mod tests {
         for (theirs, ours) in cases {
             assert_eq!(map(Zoo::Caffe2, theirs).as_deref(), Ok(ours), "{theirs}");
         }
-        assert!(caffe2_training_state("res2_0_branch2a_w_momentum") && caffe2_training_state("lr") && !caffe2_training_state("pred_w"));
+        for state in ["res2_0_branch2a_w_momentum", "lr", "model_iter"] {
+            assert_eq!(place(Zoo::Caffe2, state), Ok(Place::TrainingState), "{state}");
+        }
+        assert!(matches!(place(Zoo::Caffe2, "pred_w"), Ok(Place::Weight { .. })));
     }
 }

@@ -222,6 +222,19 @@ impl<'a> Machine<'a> {
         Ok(self.stack.split_off(mark))
     }
 
+    /// The memo key after a PUT or GET: one byte (`q`, `h`), four (`r`,
+    /// `j`) or a text line (`p`, `g`).
+    fn memo_key(&mut self, op: u8) -> Result<u32, PickleError> {
+        match op {
+            b'q' | b'h' => Ok(self.u8()?.into()),
+            b'r' | b'j' => Ok(u32::from_le_bytes(self.le::<4>()?)),
+            _ => {
+                let line = self.line()?;
+                line.parse::<u32>().or_else(|_| self.fail(format!("memo key {line:?}")))
+            }
+        }
+    }
+
     fn memo_put(&mut self, key: u32) -> Result<(), PickleError> {
         if self.memo.len() >= MAX_MEMO && !self.memo.contains_key(&key) {
             return self.fail("memo larger than any checkpoint needs");
@@ -508,34 +521,16 @@ impl<'a> Machine<'a> {
                         }
                     }
                 }
-                b'q' => {
-                    let k = self.u8()?;
-                    self.memo_put(k.into())?
-                }
-                b'r' => {
-                    let k = u32::from_le_bytes(self.le::<4>()?);
-                    self.memo_put(k)?
-                }
-                b'p' => {
-                    let line = self.line()?;
-                    let Ok(k) = line.parse::<u32>() else { return self.fail(format!("memo key {line:?}")) };
+                b'q' | b'r' | b'p' => {
+                    let k = self.memo_key(op)?;
                     self.memo_put(k)?
                 }
                 0x94 => {
                     let k = u32::try_from(self.memo.len()).or_else(|_| self.fail("memo overflow"))?;
                     self.memo_put(k)?
                 }
-                b'h' => {
-                    let k = self.u8()?;
-                    self.memo_get(k.into())?
-                }
-                b'j' => {
-                    let k = u32::from_le_bytes(self.le::<4>()?);
-                    self.memo_get(k)?
-                }
-                b'g' => {
-                    let line = self.line()?;
-                    let Ok(k) = line.parse::<u32>() else { return self.fail(format!("memo key {line:?}")) };
+                b'h' | b'j' | b'g' => {
+                    let k = self.memo_key(op)?;
                     self.memo_get(k)?
                 }
                 b'Q' => {

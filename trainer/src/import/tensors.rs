@@ -27,51 +27,28 @@ pub trait Storages {
 impl RawTensor {
     /// As a libtorch tensor: floating types as f32 (the network's type),
     /// integers as i64.
-    pub fn to_tch(&self) -> Tensor {
-        let shape: Vec<i64> = self.shape.iter().map(|&d| d as i64).collect();
-        let (floats, ints): (Option<Vec<f32>>, Option<Vec<i64>>) = match self.kind {
-            StorageKind::F32 => (Some(self.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()), None),
-            StorageKind::F64 => {
-                (Some(self.data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32).collect()), None)
-            }
-            StorageKind::F16 => (Some(self.data.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect()), None),
-            StorageKind::BF16 => {
-                (Some(self.data.chunks_exact(2).map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)).collect()), None)
-            }
-            StorageKind::I64 => {
-                (None, Some(self.data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect()))
-            }
-            StorageKind::I32 => {
-                (None, Some(self.data.chunks_exact(4).map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect()))
-            }
-            StorageKind::I16 => (None, Some(self.data.chunks_exact(2).map(|b| i64::from(i16::from_le_bytes([b[0], b[1]]))).collect())),
-            StorageKind::I8 => (None, Some(self.data.iter().map(|&b| i64::from(b as i8)).collect())),
-            StorageKind::U8 | StorageKind::Bool => (None, Some(self.data.iter().map(|&b| i64::from(b)).collect())),
+    pub fn to_tch(&self) -> Result<Tensor, String> {
+        let (kind, float) = match self.kind {
+            StorageKind::F32 => (Kind::Float, true),
+            StorageKind::F64 => (Kind::Double, true),
+            StorageKind::F16 => (Kind::Half, true),
+            StorageKind::BF16 => (Kind::BFloat16, true),
+            StorageKind::I64 => (Kind::Int64, false),
+            StorageKind::I32 => (Kind::Int, false),
+            StorageKind::I16 => (Kind::Int16, false),
+            StorageKind::I8 => (Kind::Int8, false),
+            StorageKind::U8 => (Kind::Uint8, false),
+            StorageKind::Bool => (Kind::Bool, false),
         };
-        match (floats, ints) {
-            (Some(f), _) => Tensor::from_slice(&f).reshape(&shape),
-            (_, Some(i)) => Tensor::from_slice(&i).reshape(&shape),
-            _ => Tensor::zeros(&shape, (Kind::Float, tch::Device::Cpu)),
+        // libtorch reads as many bytes as the shape says: check first.
+        let count = self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if count.and_then(|n| n.checked_mul(self.kind.bytes())) != Some(self.data.len()) {
+            return Err(format!("{} bytes for a {:?} tensor of {:?}", self.data.len(), self.kind, self.shape));
         }
+        let shape: Vec<i64> = self.shape.iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_from_data_size(&self.data, &shape, kind).map_err(|e| e.to_string())?;
+        Ok(t.to_kind(if float { Kind::Float } else { Kind::Int64 }))
     }
-}
-
-/// IEEE half to single precision, subnormals included.
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let frac = u32::from(h & 0x3ff);
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // Subnormal: normalise the fraction.
-            let shift = f.leading_zeros() - 21;
-            sign | ((127 - 15 + 1 - shift) << 23) | (((f << shift) & 0x3ff) << 13)
-        }
-        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
 }
 
 fn int(v: &Value, what: &str) -> Result<usize, String> {
@@ -240,10 +217,16 @@ mod tests {
     }
 
     #[test]
-    fn half_precision_values() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-        assert!(f16_to_f32(0x7c00).is_infinite());
+    fn every_element_type_becomes_f32_or_i64() {
+        let raw = |kind, data: Vec<u8>| RawTensor { kind, shape: vec![2], data };
+        let floats = |t: Tensor| Vec::<f32>::try_from(t).unwrap();
+        // 1.0 and -2.0 in half, bfloat16 and double.
+        assert_eq!(floats(raw(StorageKind::F16, vec![0x00, 0x3c, 0x00, 0xc0]).to_tch().unwrap()), [1.0, -2.0]);
+        assert_eq!(floats(raw(StorageKind::BF16, vec![0x80, 0x3f, 0x00, 0xc0]).to_tch().unwrap()), [1.0, -2.0]);
+        let f64s: Vec<u8> = [1.0f64, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(floats(raw(StorageKind::F64, f64s).to_tch().unwrap()), [1.0, -2.0]);
+        let t = raw(StorageKind::I8, vec![0xff, 7]).to_tch().unwrap();
+        assert_eq!((t.kind(), Vec::<i64>::try_from(t).unwrap()), (Kind::Int64, vec![-1, 7]));
+        assert!(raw(StorageKind::F32, vec![0; 4]).to_tch().unwrap_err().contains("4 bytes"));
     }
 }
