@@ -1,4 +1,4 @@
-"""Python ONNX Runtime latency for a SlowFast ONNX model (CPU, batch 1).
+"""Python ONNX Runtime latency for a SlowFast ONNX model (CPU, batch 1 or --batch).
 
 The reference point for `slowfast bench`, which runs it on the same file in
 the same run:
@@ -25,11 +25,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     args = ap.parse_args()
-    if args.iters < 1:
-        ap.error("--iters must be at least 1")
+    if args.iters < 1 or args.batch < 1:
+        ap.error("--iters and --batch must be at least 1")
 
     meta = {p.key: p.value for p in onnx.load(args.model, load_external_data=False).metadata_props}
     try:
@@ -45,8 +46,8 @@ def main():
     sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {
-        "slow": rng.uniform(-2, 2, (1, 3, slow_t, size, size)).astype(np.float32),
-        "fast": rng.uniform(-2, 2, (1, 3, fast_t, size, size)).astype(np.float32),
+        "slow": rng.uniform(-2, 2, (args.batch, 3, slow_t, size, size)).astype(np.float32),
+        "fast": rng.uniform(-2, 2, (args.batch, 3, fast_t, size, size)).astype(np.float32),
     }
     times = []
     for i in range(args.warmup + args.iters):
@@ -63,6 +64,7 @@ def main():
         "max_ms": max(times),
         "iters": len(times),
         "threads": args.threads,
+        "batch": args.batch,
     }))
 
 

@@ -1,4 +1,4 @@
-"""PyTorch eager reference latency for SlowFast inference (CPU, batch 1).
+"""PyTorch eager reference latency for SlowFast inference (CPU, batch 1 or --batch).
 
 Run (after `bash scripts/setup-pyref.sh`):
 
@@ -62,6 +62,7 @@ def main():
     ap.add_argument("--arch", choices=sorted(ARCHS), default="8x8")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     args = ap.parse_args()
@@ -71,7 +72,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, t_slow = build(args.arch, args.size)
-    fast = torch.randn(1, 3, FAST_FRAMES, args.size, args.size)
+    fast = torch.randn(args.batch, 3, FAST_FRAMES, args.size, args.size)
     slow = fast[:, :, torch.linspace(0, FAST_FRAMES - 1, t_slow).long()].contiguous()
 
     times = []
@@ -82,7 +83,7 @@ def main():
             dt = time.perf_counter() - t0
             if i >= args.warmup:
                 times.append(dt * 1e3)
-    assert probs.shape == (1, 400) and torch.isfinite(probs).all()
+    assert probs.shape == (args.batch, 400) and torch.isfinite(probs).all()
 
     print(json.dumps({
         "impl": "pytorch-eager",
@@ -90,6 +91,7 @@ def main():
         "arch": args.arch,
         "size": args.size,
         "threads": args.threads,
+        "batch": args.batch,
         "iters": args.iters,
         **timings(times),
     }))

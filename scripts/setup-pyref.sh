@@ -29,6 +29,7 @@ PKGS=(
   "fvcore"
   "onnx"
   "onnxruntime==1.32.0"
+  "openvino==2026.4.1"
 )
 SPEC="v3 ${PKGS[*]}"
 

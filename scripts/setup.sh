@@ -5,7 +5,8 @@
 #   - GStreamer 1.22 development files and plugins (Debian packages), and
 #     Gloo's headers for the trainer's c10d shim (libgloo-dev),
 #   - libtorch 2.11.0 (the pair of tch 0.24) from the PyPI `torch` wheel,
-#   - the ONNX Runtime shared library from the PyPI `onnxruntime` wheel,
+#   - the ONNX Runtime shared library from the PyPI `onnxruntime` wheel and
+#     OpenVINO's (C API, CPU plugin, ONNX reader) from the `openvino` wheel,
 # into a cache outside the checkout, then links them under `.deps/` where
 # `.cargo/config.toml` finds them. Nothing has to be exported by the user.
 #
@@ -18,6 +19,7 @@ export PIP_ROOT_USER_ACTION=ignore
 SLOWFAST_CACHE="${SLOWFAST_CACHE:-$HOME/.cache/slowfast}"
 TORCH_VERSION=2.11.0          # must match tch 0.24 (see ARCHITECTURE.md)
 ORT_VERSION=1.32.0            # loaded at run time by `ort` (load-dynamic)
+OPENVINO_VERSION=2026.4.1     # loaded at run time by `openvino` (runtime-linking; needs >= 2025.1)
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mkdir -p "$SLOWFAST_CACHE"
 
@@ -81,15 +83,23 @@ pip_target "$LIBTORCH_ROOT" "torch==$TORCH_VERSION" \
 ORT_ROOT="$SLOWFAST_CACHE/onnxruntime-$ORT_VERSION"
 pip_target "$ORT_ROOT" "onnxruntime==$ORT_VERSION"
 
+# OpenVINO's C API, CPU plugin and ONNX reader; its plugins are found
+# beside the real file, so the whole libs folder stays where pip put it.
+OPENVINO_ROOT="$SLOWFAST_CACHE/openvino-$OPENVINO_VERSION"
+pip_target "$OPENVINO_ROOT" "openvino==$OPENVINO_VERSION"
+
 # --- stable paths for cargo (see .cargo/config.toml) ------------------------
 mkdir -p "$repo/.deps"
 ln -sfn "$LIBTORCH_ROOT/torch" "$repo/.deps/libtorch"
 ort_lib="$(ls "$ORT_ROOT"/onnxruntime/capi/libonnxruntime.so* | head -n1)"
 ln -sfn "$ort_lib" "$repo/.deps/libonnxruntime.so"
+ov_lib="$(ls "$OPENVINO_ROOT"/openvino/libs/libopenvino_c.so* | head -n1)"
+ln -sfn "$ov_lib" "$repo/.deps/libopenvino_c.so"
 
 export SLOWFAST_CACHE
 export LIBTORCH="$repo/.deps/libtorch"
 export ORT_DYLIB_PATH="$repo/.deps/libonnxruntime.so"
+export OPENVINO_DYLIB_PATH="$repo/.deps/libopenvino_c.so"
 # One target directory per checkout path: binaries and tests bake their
 # source path in (fixtures, the bundled model), and cargo's fingerprints do
 # not notice when the same sources were last built from another path.
@@ -97,5 +107,6 @@ checkout_key="$(printf '%s' "$repo" | cksum | cut -d' ' -f1)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SLOWFAST_CACHE/targets/$checkout_key}"
 log "libtorch: $(readlink -f "$LIBTORCH")"
 log "onnxruntime: $(readlink -f "$ORT_DYLIB_PATH")"
+log "openvino: $(readlink -f "$OPENVINO_DYLIB_PATH")"
 eval "$_slowfast_opts"
 unset _slowfast_opts

@@ -467,3 +467,88 @@ fn a_video_too_small_for_the_model_is_refused_with_one_message() {
     let errors = errors_on(&bus).join("\n");
     assert!(errors.contains("4x4 video is too small for model") && errors.contains("tiny_8x8.onnx"), "{errors}");
 }
+
+/// Four cameras on one engine: four elements (same model and settings, so
+/// one shared engine and its batching worker) fed at once from four
+/// threads, each stream with its own content and its own clock. Every
+/// stream gets all its predictions, in order, for its own clips only:
+/// each equals what the same stream gives alone (to 1e-5: a batch of
+/// several clips sums in another order than one clip).
+#[test]
+fn four_streams_share_one_engine_without_mixing_predictions() {
+    const STREAMS: u64 = 4;
+    const FRAMES: u64 = 120;
+    // Stream k: content shifted by 1000 k, timestamps from k x 100 s.
+    let frames_of = |k: u64| -> Vec<(u64, gst::ClockTime)> {
+        (0..FRAMES).map(|i| (i + 1000 * k, gst::ClockTime::from_mseconds(k * 100_000 + i * 1000 / 30))).collect()
+    };
+    let props = || -> Vec<(&'static str, Box<dyn ToValue + Send>)> {
+        vec![("stride", Box::new(8u32)), ("block", Box::new(true)), ("max-pending", Box::new(4u32)), ("top-k", Box::new(3u32))]
+    };
+    init();
+    let threads: Vec<_> = (0..STREAMS)
+        .map(|k| {
+            let frames = frames_of(k);
+            std::thread::spawn(move || {
+                let owned = props();
+                let refs: Vec<(&str, &dyn ToValue)> = owned.iter().map(|(n, v)| (*n, v.as_ref() as &dyn ToValue)).collect();
+                let (predictions, element) = predictions_for(&refs, &frames);
+                let stats = element.property::<gst::Structure>("stats");
+                (predictions, stats)
+            })
+        })
+        .collect();
+    let together: Vec<(Vec<gst::Structure>, gst::Structure)> = threads.into_iter().map(|t| t.join().expect("stream thread")).collect();
+    let due = 1 + (FRAMES - window()) / 8;
+    for (k, (predictions, stats)) in together.iter().enumerate() {
+        let k = k as u64;
+        assert_eq!(predictions.len() as u64, due, "stream {k}: every due window predicted");
+        assert_eq!(stats.get::<u64>("predictions").unwrap(), due, "stream {k}: {stats}");
+        assert_eq!(stats.get::<u64>("skipped").unwrap(), 0, "stream {k}: {stats}");
+        assert!(stats.get::<u64>("latency-p50").unwrap() > 0 && stats.get::<f64>("mean-batch").unwrap() >= 1.0, "{stats}");
+        let (first_pts, last_pts) = (k * 100_000_000_000, k * 100_000_000_000 + (FRAMES - 1) * 1_000_000_000 / 30);
+        let mut last_start = None;
+        for (n, p) in predictions.iter().enumerate() {
+            assert_eq!(p.get::<u64>("index").unwrap(), n as u64, "stream {k}: in order");
+            let (start, end) = (p.get::<u64>("clip-start").unwrap(), p.get::<u64>("clip-end").unwrap());
+            assert!(first_pts <= start && end <= last_pts + 1_000_000, "stream {k}: clip {start}..{end} is another stream's");
+            assert!(last_start.is_none_or(|s| s < start), "stream {k}: clips in order");
+            last_start = Some(start);
+            assert!(p.get::<u64>("latency").unwrap() > 0 && p.get::<u32>("batch").unwrap() >= 1, "{p}");
+        }
+        let owned = props();
+        let refs: Vec<(&str, &dyn ToValue)> = owned.iter().map(|(n, v)| (*n, v.as_ref() as &dyn ToValue)).collect();
+        let (alone, _) = predictions_for(&refs, &frames_of(k));
+        assert_eq!(alone.len(), predictions.len());
+        for (a, b) in alone.iter().zip(predictions) {
+            assert_eq!(a.get::<gst::Array>("class-ids").unwrap().as_slice().len(), 3);
+            let ids =
+                |s: &gst::Structure| s.get::<gst::Array>("class-ids").unwrap().iter().map(|v| v.get::<u32>().unwrap()).collect::<Vec<_>>();
+            let scores =
+                |s: &gst::Structure| s.get::<gst::Array>("scores").unwrap().iter().map(|v| v.get::<f64>().unwrap()).collect::<Vec<_>>();
+            assert_eq!(ids(a), ids(b), "stream {k}: the classes of its own clip");
+            assert!(scores(a).iter().zip(scores(b)).all(|(x, y)| (x - y).abs() < 1e-5), "stream {k}: {a} vs {b}");
+        }
+    }
+    // The streams' contents differ, so mixing them up would show above.
+    let first_ids: Vec<String> = together.iter().map(|(p, _)| format!("{:?}", p[0].get::<gst::Array>("scores").unwrap())).collect();
+    assert!(first_ids.windows(2).all(|w| w[0] != w[1]), "{first_ids:?}");
+}
+
+/// The element runs on OpenVINO, and says so.
+#[test]
+fn runs_on_openvino() {
+    init();
+    let element = gst::ElementFactory::make("slowfast").build().expect("element");
+    let pspec = element.find_property("backend").expect("backend property");
+    let class = glib::EnumClass::with_type(pspec.value_type()).expect("enum");
+    let openvino = class.to_value_by_nick("openvino").expect("openvino backend");
+    let (mut h, bus) = harness(&[("backend", &openvino), ("strict", &true), ("stride", &8u32)]);
+    let size = i420_size(WIDTH, HEIGHT);
+    for i in 0..80 {
+        h.push(frame(i, size)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    assert!(!predictions_on(&bus).is_empty());
+    assert_eq!(h.element().unwrap().property::<Option<String>>("provider").as_deref(), Some("OpenVINO CPU"));
+}

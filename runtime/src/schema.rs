@@ -96,4 +96,37 @@ pub mod prediction {
     pub const CLIP_END: &str = "clip-end";
     /// A clip time that is not known.
     pub const NO_TIME: u64 = u64::MAX;
+    /// `u64` nanoseconds: from the window being handed to the shared
+    /// engine (its last frame arrived) to this prediction: queueing behind
+    /// other streams' clips plus inference.
+    pub const LATENCY: &str = "latency";
+    /// `u32`: clips run together in the batch this one ran in.
+    pub const BATCH: &str = "batch";
+    /// `u64`: windows this element skipped so far (engine still busy).
+    pub const SKIPPED: &str = "skipped";
+}
+
+/// The element's `stats` property (a structure of this name) and the bus
+/// message it posts when it skips a window: one stream's own figures, so an
+/// operator with many cameras on one engine sees which one is behind.
+pub mod stats {
+    pub const NAME: &str = "slowfast-stats";
+    /// Name of the element message posted for each skipped window; it
+    /// carries [`SKIPPED`] and [`PENDING`].
+    pub const SKIPPED_MESSAGE: &str = "slowfast-skipped";
+    /// `u64`: predictions since the element started.
+    pub const PREDICTIONS: &str = "predictions";
+    /// `u64`: windows skipped since the element started.
+    pub const SKIPPED: &str = "skipped";
+    /// `u32`: clips of this element waiting for or in inference.
+    pub const PENDING: &str = "pending";
+    /// `u64` nanoseconds over the last [`LATENCY_WINDOW`] predictions
+    /// (0 before the first): median, 99th percentile, largest.
+    pub const LATENCY_P50: &str = "latency-p50";
+    pub const LATENCY_P99: &str = "latency-p99";
+    pub const LATENCY_MAX: &str = "latency-max";
+    /// `f64`: mean clips per engine run over the same predictions.
+    pub const MEAN_BATCH: &str = "mean-batch";
+    /// How many recent predictions the latency figures cover.
+    pub const LATENCY_WINDOW: usize = 256;
 }

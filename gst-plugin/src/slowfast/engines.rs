@@ -13,8 +13,8 @@ use runtime::engine::{Backend, Engine, EngineError, EngineOptions, Provider};
 use runtime::model_info::ModelInfo;
 use runtime::preprocess::Clip;
 
-/// Clips run together at most; more wait for the next run.
-const MAX_BATCH: usize = 8;
+/// Clips run together at most by default; more wait for the next run.
+pub const DEFAULT_MAX_BATCH: usize = 8;
 
 /// What makes two elements able to share an engine.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -25,10 +25,18 @@ pub struct EngineKey {
     pub fp16: bool,
     pub cache_dir: Option<PathBuf>,
     pub threads: Option<usize>,
+    /// Clips of all the elements on this engine run together at most.
+    pub max_batch: usize,
 }
 
-/// Called on the worker thread with the clip's class probabilities.
-pub type Done = Box<dyn FnOnce(Result<Vec<f32>, String>) + Send>;
+/// A clip's class probabilities and the size of the batch it ran in.
+pub struct Scored {
+    pub scores: Vec<f32>,
+    pub batch: usize,
+}
+
+/// Called on the worker thread with the clip's result.
+pub type Done = Box<dyn FnOnce(Result<Scored, String>) + Send>;
 
 pub struct Job {
     pub clip: Clip,
@@ -59,22 +67,23 @@ impl SharedEngine {
         map.retain(|_, w| w.strong_count() > 0);
         let mut opts = EngineOptions { backend: key.backend, strict: key.strict, threads: key.threads, ..Default::default() };
         opts.tensorrt.fp16 = key.fp16;
-        opts.tensorrt.max_batch = MAX_BATCH;
+        opts.tensorrt.max_batch = key.max_batch.max(1);
         if let Some(dir) = &key.cache_dir {
             opts.tensorrt.cache_dir = Some(dir.clone());
         }
+        opts.openvino.cache_dir = key.cache_dir.clone().or_else(runtime::engine::openvino::default_cache_dir);
         let engine = Engine::load(&key.model, &opts)?;
-        let shared = Arc::new(SharedEngine::start(engine));
+        let shared = Arc::new(SharedEngine::start(engine, key.max_batch.max(1)));
         map.insert(key.clone(), Arc::downgrade(&shared));
         Ok(shared)
     }
 
-    fn start(engine: Engine) -> SharedEngine {
+    fn start(engine: Engine, max_batch: usize) -> SharedEngine {
         let (tx, rx) = mpsc::channel();
         let info = engine.info().clone();
         let provider = engine.provider();
         let fallbacks = engine.fallbacks().to_vec();
-        let worker = std::thread::Builder::new().name("slowfast-infer".into()).spawn(move || run_worker(engine, rx)).ok();
+        let worker = std::thread::Builder::new().name("slowfast-infer".into()).spawn(move || run_worker(engine, rx, max_batch)).ok();
         SharedEngine { info, provider, fallbacks, jobs: Mutex::new(Some(tx)), worker: Mutex::new(worker) }
     }
 
@@ -108,7 +117,7 @@ impl Drop for SharedEngine {
 /// predictions instead of slowing the video.
 const WORKER_NICE: i32 = 10;
 
-fn run_worker(mut engine: Engine, rx: Receiver<Job>) {
+fn run_worker(mut engine: Engine, rx: Receiver<Job>, max_batch: usize) {
     // On Linux, nice applies to the calling thread alone; failure only
     // means the worker keeps the default priority.
     // SAFETY: plain syscalls without pointers.
@@ -118,7 +127,7 @@ fn run_worker(mut engine: Engine, rx: Receiver<Job>) {
     }
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
@@ -126,10 +135,11 @@ fn run_worker(mut engine: Engine, rx: Receiver<Job>) {
         }
         let clips: Vec<&Clip> = batch.iter().map(|j| &j.clip).collect();
         let result = engine.probabilities(&clips);
+        let n = batch.len();
         match result {
             Ok(scores) => {
                 for (job, s) in batch.into_iter().zip(scores) {
-                    (job.done)(Ok(s));
+                    (job.done)(Ok(Scored { scores: s, batch: n }));
                 }
             }
             Err(e) => {

@@ -21,7 +21,15 @@
 //! back or dropped because inference is slow. With `block=true` (files,
 //! where nothing is lost by waiting) the streaming thread waits for room
 //! instead, so predictions do not depend on the machine's speed.
+//!
+//! Many cameras: elements with the same model and settings share one engine
+//! whose worker runs their clips together (`max-batch`). Each element still
+//! reports its own figures (`runtime::schema::stats`): the `stats`
+//! property, `latency` and `batch` in every prediction message, and a
+//! `slowfast-skipped` message per skipped window, so the camera that falls
+//! behind is named by its element.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
@@ -35,9 +43,10 @@ use gst_base::subclass::prelude::*;
 use gst_video::subclass::prelude::*;
 use runtime::preprocess::SpatialCrop;
 use runtime::ring::{RingConfig, TimedRing};
+use runtime::schema::{prediction as fields, stats};
 
 use super::draw;
-use super::engines::{EngineKey, Job, SharedEngine};
+use super::engines::{DEFAULT_MAX_BATCH, EngineKey, Job, Scored, SharedEngine};
 use super::frame::{self, FORMATS};
 use super::prediction::{NAME, Prediction, Smoother};
 
@@ -55,14 +64,16 @@ const BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
 #[enum_type(name = "GstSlowFastBackend")]
 pub enum Backend {
     #[default]
-    #[enum_value(name = "Auto: TensorRT, then CUDA, then CPU", nick = "auto")]
+    #[enum_value(name = "Auto: TensorRT, then CUDA, then OpenVINO (x86-64), then ONNX Runtime's CPU provider", nick = "auto")]
     Auto,
     #[enum_value(name = "TensorRT execution provider", nick = "tensorrt")]
     TensorRt,
     #[enum_value(name = "CUDA execution provider", nick = "cuda")]
     Cuda,
-    #[enum_value(name = "CPU execution provider", nick = "cpu")]
+    #[enum_value(name = "ONNX Runtime's CPU execution provider", nick = "cpu")]
     Cpu,
+    #[enum_value(name = "OpenVINO's CPU plugin", nick = "openvino")]
+    OpenVino,
 }
 
 impl From<Backend> for runtime::engine::Backend {
@@ -72,6 +83,7 @@ impl From<Backend> for runtime::engine::Backend {
             Backend::TensorRt => Self::TensorRt,
             Backend::Cuda => Self::Cuda,
             Backend::Cpu => Self::Cpu,
+            Backend::OpenVino => Self::OpenVino,
         }
     }
 }
@@ -90,6 +102,7 @@ struct Settings {
     fp16: bool,
     engine_cache_dir: Option<PathBuf>,
     threads: u32,
+    max_batch: u32,
     /// What the streaming thread reads for every frame.
     stream: StreamSettings,
 }
@@ -104,6 +117,7 @@ impl Default for Settings {
             fp16: true,
             engine_cache_dir: None,
             threads: 0,
+            max_batch: DEFAULT_MAX_BATCH as u32,
             stream: StreamSettings {
                 stride: DEFAULT_STRIDE,
                 top_k: DEFAULT_TOP_K,
@@ -170,6 +184,8 @@ struct Shared {
     drained: Condvar,
     predictions: AtomicU64,
     skipped: AtomicU64,
+    /// Latency (ns) and batch size of the recent predictions, for `stats`.
+    recent: Mutex<VecDeque<(u64, u32)>>,
     provider: Mutex<Option<String>>,
     /// Set from flush-start until flush-stop and while stopping: a
     /// streaming thread waiting for room (`block`) must let go.
@@ -227,14 +243,22 @@ impl ObjectImpl for SlowFast {
                     .build(),
                 glib::ParamSpecString::builder("engine-cache-dir")
                     .nick("Engine cache directory")
-                    .blurb("Where TensorRT engines, timing caches and EP-context models are kept between runs (none: rebuilt in memory at every start)")
+                    .blurb("Where TensorRT engines, timing caches and EP-context models, and OpenVINO's compiled networks, are kept between runs (none: TensorRT builds in memory at every start; OpenVINO uses ~/.cache/slowfast/openvino)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Threads")
-                    .blurb("CPU threads for inference (0: ONNX Runtime's default)")
+                    .blurb("CPU threads for inference (0: the engine's default, every core)")
                     .maximum(256)
                     .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-batch")
+                    .nick("Max batch")
+                    .blurb("Clips of all the slowfast elements sharing this model and settings run together at most (one engine per process serves them)")
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(DEFAULT_MAX_BATCH as u32)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("stride")
@@ -304,6 +328,11 @@ impl ObjectImpl for SlowFast {
                     .blurb("Windows not predicted because max-pending clips were still in inference")
                     .read_only()
                     .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("This stream's own figures (slowfast-stats): predictions, skipped, pending, latency-p50/p99/max in ns from a window being due to its prediction over the last 256, mean-batch")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecString::builder("provider")
                     .nick("Provider")
                     .blurb("Execution provider actually in use (after any fallback)")
@@ -325,6 +354,7 @@ impl ObjectImpl for SlowFast {
             "fp16" => s.fp16 = value.get().unwrap_or(true),
             "engine-cache-dir" => s.engine_cache_dir = path(value),
             "threads" => s.threads = value.get().unwrap_or(0),
+            "max-batch" => s.max_batch = value.get().unwrap_or(DEFAULT_MAX_BATCH as u32),
             "stride" => s.stream.stride = value.get().unwrap_or(DEFAULT_STRIDE),
             "top-k" => s.stream.top_k = value.get().unwrap_or(DEFAULT_TOP_K),
             "threshold" => s.stream.threshold = value.get().unwrap_or(0.0),
@@ -347,6 +377,7 @@ impl ObjectImpl for SlowFast {
             "fp16" => s.fp16.to_value(),
             "engine-cache-dir" => path(&s.engine_cache_dir),
             "threads" => s.threads.to_value(),
+            "max-batch" => s.max_batch.to_value(),
             "stride" => s.stream.stride.to_value(),
             "top-k" => s.stream.top_k.to_value(),
             "threshold" => s.stream.threshold.to_value(),
@@ -358,6 +389,7 @@ impl ObjectImpl for SlowFast {
             "pending" => (*lock(&self.shared.pending) as u32).to_value(),
             "skipped" => self.shared.skipped.load(Ordering::Relaxed).to_value(),
             "provider" => lock(&self.shared.provider).clone().to_value(),
+            "stats" => self.stats().to_value(),
             _ => glib::Value::from_type(pspec.value_type()),
         }
     }
@@ -435,6 +467,7 @@ impl BaseTransformImpl for SlowFast {
         }
         self.shared.predictions.store(0, Ordering::Relaxed);
         self.shared.skipped.store(0, Ordering::Relaxed);
+        lock(&self.shared.recent).clear();
         self.set_flushing(false);
         *lock(&self.state) = Some(state);
         Ok(())
@@ -548,6 +581,7 @@ impl SlowFast {
             fp16: settings.fp16,
             cache_dir: settings.engine_cache_dir.clone(),
             threads: (settings.threads > 0).then_some(settings.threads as usize),
+            max_batch: settings.max_batch.max(1) as usize,
         };
         let engine = SharedEngine::get(&key)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["cannot load model {}: {e}", model.display()]))?;
@@ -635,7 +669,7 @@ impl SlowFast {
             other => {
                 self.finish_one();
                 if let Some(Err(e)) = other {
-                    self.shared.skipped.fetch_add(1, Ordering::Relaxed);
+                    self.count_skip();
                     gst::element_imp_warning!(self, gst::StreamError::Format, ("window not predicted: {e}"));
                 }
                 return Ok(());
@@ -664,12 +698,42 @@ impl SlowFast {
             }
         }
         if *pending >= max {
-            self.shared.skipped.fetch_add(1, Ordering::Relaxed);
-            gst::debug!(CAT, imp = self, "{} clips in inference: window skipped", *pending);
+            let now_pending = *pending;
+            drop(pending);
+            self.count_skip();
+            gst::debug!(CAT, imp = self, "{now_pending} clips in inference: window skipped");
             return false;
         }
         *pending += 1;
         true
+    }
+
+    /// Counts a skipped window and says so on the bus, with this stream's
+    /// totals, so the camera that falls behind is named by its element.
+    fn count_skip(&self) {
+        let skipped = self.shared.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+        let pending = *lock(&self.shared.pending) as u32;
+        let s = gst::Structure::builder(stats::SKIPPED_MESSAGE).field(stats::SKIPPED, skipped).field(stats::PENDING, pending).build();
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+    }
+
+    /// The `stats` structure: this stream's counters and recent latency.
+    fn stats(&self) -> gst::Structure {
+        let recent = lock(&self.shared.recent);
+        let mut latencies: Vec<u64> = recent.iter().map(|&(l, _)| l).collect();
+        latencies.sort_unstable();
+        let at = |q: f64| latencies.get(((latencies.len().saturating_sub(1)) as f64 * q).round() as usize).copied().unwrap_or(0);
+        let mean_batch = if recent.is_empty() { 0.0 } else { recent.iter().map(|&(_, b)| f64::from(b)).sum::<f64>() / recent.len() as f64 };
+        gst::Structure::builder(stats::NAME)
+            .field(stats::PREDICTIONS, self.shared.predictions.load(Ordering::Relaxed))
+            .field(stats::SKIPPED, self.shared.skipped.load(Ordering::Relaxed))
+            .field(stats::PENDING, *lock(&self.shared.pending) as u32)
+            .field(stats::LATENCY_P50, at(0.5))
+            .field(stats::LATENCY_P99, at(0.99))
+            .field(stats::LATENCY_MAX, latencies.last().copied().unwrap_or(0))
+            .field(stats::MEAN_BATCH, mean_batch)
+            .build()
     }
 
     fn set_flushing(&self, flushing: bool) {
@@ -685,18 +749,30 @@ impl SlowFast {
         let element = self.obj().downgrade();
         let generation = lock(&shared.results).generation;
         let (top_k, threshold, smoothing) = (settings.top_k as usize, settings.threshold, settings.smoothing as usize);
+        let submitted = Instant::now();
         Job {
             clip,
             done: Box::new(move |result| {
                 let element = element.upgrade();
                 match result {
-                    Ok(scores) => {
+                    Ok(Scored { scores, batch }) => {
+                        let latency = submitted.elapsed().as_nanos() as u64;
                         let mut r = lock(&shared.results);
                         if r.generation == generation {
                             let smoothed = r.smoother.push(scores, smoothing);
                             let p = Prediction::from_scores(r.next_index, &smoothed, &labels, top_k, threshold, span);
                             r.next_index += 1;
-                            let structure = p.to_structure();
+                            let mut structure = p.to_structure();
+                            structure.set(fields::LATENCY, latency);
+                            structure.set(fields::BATCH, batch as u32);
+                            structure.set(fields::SKIPPED, shared.skipped.load(Ordering::Relaxed));
+                            {
+                                let mut recent = lock(&shared.recent);
+                                if recent.len() == stats::LATENCY_WINDOW {
+                                    recent.pop_front();
+                                }
+                                recent.push_back((latency, batch as u32));
+                            }
                             r.latest = Some(Latest { structure: structure.clone(), caption: p.caption() });
                             drop(r);
                             shared.predictions.fetch_add(1, Ordering::Relaxed);

@@ -56,7 +56,7 @@ pub use supervisor::{Event, Finish, Summary, run};
 pub struct ElementSettings {
     pub model: PathBuf,
     pub labels: Option<PathBuf>,
-    /// Nick of the element's `backend` enum: auto, tensorrt, cuda, cpu.
+    /// Nick of the element's `backend` enum: auto, tensorrt, cuda, cpu, openvino.
     pub backend: String,
     pub strict: bool,
     pub fp16: bool,

@@ -102,7 +102,7 @@ fn configure(el: &gst::Element, s: &ElementSettings) -> Result<(), AnnotateError
     let backend = el.find_property("backend").map(|p| p.value_type()).and_then(glib::EnumClass::with_type);
     let value = backend
         .and_then(|class| class.to_value_by_nick(&s.backend))
-        .ok_or_else(|| AnnotateError::Pipeline(format!("backend {:?}: not one of auto, tensorrt, cuda, cpu", s.backend)))?;
+        .ok_or_else(|| AnnotateError::Pipeline(format!("backend {:?}: not one of auto, tensorrt, cuda, cpu, openvino", s.backend)))?;
     el.set_property_from_value("backend", &value);
     el.set_property("strict", s.strict);
     el.set_property("fp16", s.fp16);

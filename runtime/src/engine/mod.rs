@@ -1,11 +1,12 @@
-//! SlowFast inference on ONNX Runtime with one API over the TensorRT, CUDA
-//! and CPU execution providers.
+//! SlowFast inference with one API over ONNX Runtime's TensorRT, CUDA and
+//! CPU execution providers and OpenVINO's CPU plugin.
 //!
 //! ONNX Runtime silently falls back to CPU when a GPU provider cannot be
 //! registered; here every provider is registered on its own so the one in
 //! use is known and reported, and `strict` turns a fallback into an error.
 
 mod library;
+pub mod openvino;
 pub mod tensorrt;
 
 use std::fmt;
@@ -13,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ort::ep::{self, ExecutionProvider};
-use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
 
 pub use library::library_path;
+pub use openvino::OpenVinoOptions;
 pub use tensorrt::{EngineCache, TensorRtOptions};
 
 use crate::model_info::{ModelInfo, ModelInfoError, OutputKind};
@@ -32,6 +33,8 @@ const INSTALL_HINT: &str = "run `bash scripts/setup.sh` (installs the PyPI `onnx
 pub enum EngineError {
     #[error("ONNX Runtime library not loaded: looked for {path} ({why}); to install it, {INSTALL_HINT}")]
     Library { path: PathBuf, why: String },
+    #[error("OpenVINO library not loaded: looked for {path} ({why}); to install it, {}", openvino::INSTALL_HINT)]
+    OpenVinoLibrary { path: PathBuf, why: String },
     #[error(transparent)]
     Metadata(#[from] ModelInfoError),
     #[error("{provider} execution provider unavailable: {why}")]
@@ -45,10 +48,14 @@ pub enum EngineError {
 /// What the user asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
+    /// ONNX Runtime's CPU provider.
     Cpu,
     Cuda,
     TensorRt,
-    /// TensorRT, then CUDA, then CPU: the first that works.
+    /// OpenVINO's CPU plugin.
+    OpenVino,
+    /// TensorRT, then CUDA, then OpenVINO on x86-64, then ONNX Runtime's
+    /// CPU provider: the first that works.
     Auto,
 }
 
@@ -59,26 +66,33 @@ impl FromStr for Backend {
             "cpu" => Ok(Backend::Cpu),
             "cuda" => Ok(Backend::Cuda),
             "tensorrt" | "trt" => Ok(Backend::TensorRt),
+            "openvino" | "ov" => Ok(Backend::OpenVino),
             "auto" => Ok(Backend::Auto),
-            _ => Err(format!("unknown backend {s:?} (expected cpu, cuda, tensorrt or auto)")),
+            _ => Err(format!("unknown backend {s:?} (expected cpu, cuda, tensorrt, openvino or auto)")),
         }
     }
 }
 
-/// The execution provider a session runs on.
+/// The engine a session runs on: one of ONNX Runtime's execution
+/// providers, or OpenVINO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
     TensorRt,
     Cuda,
+    /// OpenVINO's CPU plugin.
+    OpenVino,
+    /// ONNX Runtime's CPU provider.
     Cpu,
 }
 
 impl Provider {
-    pub fn ort_name(self) -> &'static str {
+    /// ONNX Runtime's name of the provider; `None` for OpenVINO.
+    pub fn ort_name(self) -> Option<&'static str> {
         match self {
-            Provider::TensorRt => ep::TensorRT::NAME,
-            Provider::Cuda => ep::CUDA::NAME,
-            Provider::Cpu => ep::CPU::NAME,
+            Provider::TensorRt => Some(ep::TensorRT::NAME),
+            Provider::Cuda => Some(ep::CUDA::NAME),
+            Provider::Cpu => Some(ep::CPU::NAME),
+            Provider::OpenVino => None,
         }
     }
 }
@@ -88,6 +102,7 @@ impl fmt::Display for Provider {
         f.write_str(match self {
             Provider::TensorRt => "TensorRT",
             Provider::Cuda => "CUDA",
+            Provider::OpenVino => "OpenVINO CPU",
             Provider::Cpu => "CPU",
         })
     }
@@ -102,12 +117,42 @@ pub struct EngineOptions {
     pub threads: Option<usize>,
     pub device_id: i32,
     pub tensorrt: TensorRtOptions,
+    pub openvino: OpenVinoOptions,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { backend: Backend::Cpu, strict: false, threads: None, device_id: 0, tensorrt: TensorRtOptions::default() }
+        EngineOptions {
+            backend: Backend::Cpu,
+            strict: false,
+            threads: None,
+            device_id: 0,
+            tensorrt: TensorRtOptions::default(),
+            openvino: OpenVinoOptions::default(),
+        }
     }
+}
+
+impl Backend {
+    /// The providers tried, in order. OpenVINO's CPU plugin is Intel's
+    /// and tuned for x86-64; on ARM `auto` keeps ONNX Runtime's CPU
+    /// provider, which Jetson builds of ONNX Runtime ship.
+    pub fn order(self) -> &'static [Provider] {
+        match self {
+            Backend::Cpu => &[Provider::Cpu],
+            Backend::Cuda => &[Provider::Cuda, Provider::Cpu],
+            Backend::TensorRt => &[Provider::TensorRt, Provider::Cpu],
+            Backend::OpenVino => &[Provider::OpenVino, Provider::Cpu],
+            Backend::Auto if cfg!(target_arch = "x86_64") => &[Provider::TensorRt, Provider::Cuda, Provider::OpenVino, Provider::Cpu],
+            Backend::Auto => &[Provider::TensorRt, Provider::Cuda, Provider::Cpu],
+        }
+    }
+}
+
+/// The library a session runs in.
+enum Session {
+    Ort(ort::session::Session),
+    OpenVino(openvino::Session),
 }
 
 pub struct Engine {
@@ -124,25 +169,30 @@ impl Engine {
     /// provider of `opts.backend`'s order that works.
     pub fn load(model: &Path, opts: &EngineOptions) -> Result<Engine, EngineError> {
         let info = ModelInfo::from_file(model)?;
-        let env = library::environment()?;
-        let order: &[Provider] = match opts.backend {
-            Backend::Cpu => &[Provider::Cpu],
-            Backend::Cuda => &[Provider::Cuda, Provider::Cpu],
-            Backend::TensorRt => &[Provider::TensorRt, Provider::Cpu],
-            Backend::Auto => &[Provider::TensorRt, Provider::Cuda, Provider::Cpu],
-        };
+        let order = opts.backend.order();
         let mut fallbacks = Vec::new();
         for &provider in order {
             let last = provider == Provider::Cpu;
-            match open(&env, model, &info, provider, opts) {
+            let opened = match provider {
+                Provider::OpenVino => openvino::Session::open(model, &info, opts.threads, &opts.openvino)
+                    .map(|s| (Session::OpenVino(s), EngineCache::Disabled)),
+                _ => library::environment()
+                    .and_then(|env| open(&env, model, &info, provider, opts))
+                    .map(|(s, cache)| (Session::Ort(s), cache)),
+            };
+            match opened {
                 Ok((session, cache)) => {
                     let engine = Engine { session, info, provider, cache, fallbacks };
                     engine.check_signature()?;
                     return Ok(engine);
                 }
-                Err(e @ EngineError::Provider { .. }) if !last => {
-                    // Auto may skip TensorRT for CUDA; strict never reaches CPU.
-                    let next_is_cpu = order.iter().skip_while(|&&p| p != provider).nth(1) == Some(&Provider::Cpu);
+                // A missing library skips its providers too: `auto` on a
+                // box with OpenVINO but no ONNX Runtime still runs.
+                Err(e @ (EngineError::Provider { .. } | EngineError::Library { .. } | EngineError::OpenVinoLibrary { .. })) if !last => {
+                    // Auto may skip TensorRT for CUDA; strict never reaches a
+                    // CPU engine (OpenVINO's included: strict asks for the GPU).
+                    let next = order.iter().skip_while(|&&p| p != provider).nth(1);
+                    let next_is_cpu = matches!(next, Some(Provider::Cpu | Provider::OpenVino));
                     if opts.strict && (opts.backend != Backend::Auto || next_is_cpu) {
                         return Err(e);
                     }
@@ -176,15 +226,17 @@ impl Engine {
     /// exporter writes them.
     fn check_signature(&self) -> Result<(), EngineError> {
         let bad = |why: String| EngineError::Model { model: self.info.path.clone(), why };
-        let inputs: Vec<&str> = self.session.inputs().iter().map(|i| i.name()).collect();
+        let (inputs, outputs): (Vec<&str>, Vec<&str>) = match &self.session {
+            Session::Ort(s) => (s.inputs().iter().map(|i| i.name()).collect(), s.outputs().iter().map(|o| o.name()).collect()),
+            Session::OpenVino(s) => (s.inputs().iter().map(String::as_str).collect(), s.outputs().iter().map(String::as_str).collect()),
+        };
         for name in [tensors::SLOW, tensors::FAST] {
             if !inputs.contains(&name) {
                 return Err(bad(format!("the graph has no input `{name}` (inputs: {inputs:?})")));
             }
         }
         let want = self.info.output.tensor_name();
-        if !self.session.outputs().iter().any(|o| o.name() == want) {
-            let outputs: Vec<&str> = self.session.outputs().iter().map(|o| o.name()).collect();
+        if !outputs.contains(&want) {
             return Err(bad(format!("metadata `slowfast.output` says {want:?} but the graph outputs are {outputs:?}")));
         }
         Ok(())
@@ -212,16 +264,24 @@ impl Engine {
                 clips.iter().flat_map(|c| c.fast.iter().copied()).collect::<Vec<_>>().into(),
             )
         };
-        let slow = TensorRef::from_array_view((slow_shape, &*slow)).map_err(|e| fail(format!("input `slow`: {e}")))?;
-        let fast = TensorRef::from_array_view((fast_shape, &*fast)).map_err(|e| fail(format!("input `fast`: {e}")))?;
         let output_name = self.info.output.tensor_name();
         let (num_classes, kind) = (self.info.num_classes, self.info.output);
-        let outputs = self.session.run(ort::inputs![tensors::SLOW => slow, tensors::FAST => fast]).map_err(|e| fail(e.to_string()))?;
-        let Some(value) = outputs.get(output_name) else {
-            return Err(fail(format!("no output `{output_name}`")));
+        let (shape, data) = match &mut self.session {
+            Session::Ort(session) => {
+                let slow = TensorRef::from_array_view((slow_shape, &*slow)).map_err(|e| fail(format!("input `slow`: {e}")))?;
+                let fast = TensorRef::from_array_view((fast_shape, &*fast)).map_err(|e| fail(format!("input `fast`: {e}")))?;
+                let outputs = session.run(ort::inputs![tensors::SLOW => slow, tensors::FAST => fast]).map_err(|e| fail(e.to_string()))?;
+                let Some(value) = outputs.get(output_name) else {
+                    return Err(fail(format!("no output `{output_name}`")));
+                };
+                let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| fail(format!("output `{output_name}`: {e}")))?;
+                (shape.iter().map(|&d| d.max(0) as usize).collect::<Vec<_>>(), data.to_vec())
+            }
+            Session::OpenVino(session) => {
+                session.run([(tensors::SLOW, &slow_shape, &slow), (tensors::FAST, &fast_shape, &fast)], output_name).map_err(fail)?
+            }
         };
-        let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| fail(format!("output `{output_name}`: {e}")))?;
-        if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != num_classes {
+        if shape != [n, num_classes] {
             return Err(fail(format!("output `{output_name}` has shape {shape:?}, expected [{n}, {num_classes}] (slowfast.num_classes)")));
         }
         Ok(data
@@ -248,10 +308,10 @@ fn open(
     info: &ModelInfo,
     provider: Provider,
     opts: &EngineOptions,
-) -> Result<(Session, EngineCache), EngineError> {
+) -> Result<(ort::session::Session, EngineCache), EngineError> {
     let model_err = |why: String| EngineError::Model { model: model.into(), why };
     let prov_err = |why: String| EngineError::Provider { provider, why };
-    let mut builder = Session::builder(env)
+    let mut builder = ort::session::Session::builder(env)
         .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
         .map_err(|e| model_err(format!("session options: {e}")))?;
     if let Some(n) = opts.threads {
@@ -261,6 +321,7 @@ fn open(
     let mut cache = EngineCache::Disabled;
     match provider {
         Provider::Cpu => {}
+        Provider::OpenVino => return Err(prov_err("OpenVINO is not an ONNX Runtime provider".into())),
         Provider::Cuda => {
             check_available(provider)?;
             register(&mut builder, ep::CUDA::default().with_device_id(opts.device_id).build(), provider)?;
@@ -305,6 +366,7 @@ fn check_available(provider: Provider) -> Result<(), EngineError> {
         Provider::TensorRt => ep::TensorRT::is_available(),
         Provider::Cuda => ep::CUDA::is_available(),
         Provider::Cpu => Ok(true),
+        Provider::OpenVino => Ok(false),
     };
     match available {
         Ok(true) => Ok(()),
@@ -314,7 +376,7 @@ fn check_available(provider: Provider) -> Result<(), EngineError> {
                 "the ONNX Runtime library at {} was built without {} (a CPU-only build such as the PyPI `onnxruntime` wheel); \
                  install `onnxruntime-gpu` with CUDA{} and point ORT_DYLIB_PATH at its libonnxruntime.so",
                 library_path().display(),
-                provider.ort_name(),
+                provider.ort_name().unwrap_or("OpenVINO"),
                 if provider == Provider::TensorRt { " and TensorRT 10" } else { "" }
             ),
         }),

@@ -35,13 +35,14 @@ pub struct Args {
     /// One JSON object per line on stdout for every prediction and event.
     #[arg(long)]
     json: bool,
-    /// Execution provider (falls back to CPU unless --strict).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tensorrt", "auto"])]
+    /// Engine: cpu (ONNX Runtime), cuda, tensorrt, openvino, or auto (falls back to
+    /// ONNX Runtime's CPU provider unless --strict).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tensorrt", "openvino", "auto"])]
     backend: String,
     /// Fail instead of falling back when the provider is unavailable.
     #[arg(long)]
     strict: bool,
-    /// Inference threads [default: ONNX Runtime's choice].
+    /// Inference threads [default: the engine's choice, every core].
     #[arg(long, default_value_t = 0)]
     threads: u32,
     /// TensorRT engine cache directory.

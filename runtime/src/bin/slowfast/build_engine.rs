@@ -36,6 +36,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         threads: None,
         device_id: a.device,
         tensorrt: TensorRtOptions { fp16: a.fp16, cache_dir: Some(a.out.clone()), max_batch: a.max_batch },
+        ..EngineOptions::default()
     };
     let start = Instant::now();
     let engine = Engine::load(&a.model, &opts).with_context(|| format!("cannot build a TensorRT engine for {}", a.model.display()))?;

@@ -2,27 +2,28 @@
 //!
 //! ```text
 //! slowfast classify VIDEO... --model m.onnx [--views 10x3|1x1] [--top-k 5] [--json]
-//!          [--backend cpu|cuda|tensorrt|auto] [--strict] [--threads N] [--engine-dir DIR]
+//!          [--backend cpu|cuda|tensorrt|openvino|auto] [--strict] [--threads N] [--engine-dir DIR]
 //! slowfast build-engine m.onnx --fp16 --out DIR
 //! slowfast bench --model m.onnx [--threads 2] [--python PY]
 //! slowfast annotate INPUT [--output out.mp4] [--serve rtsp://127.0.0.1:8554/annotated] [--model m.onnx] [--json]
-//! slowfast bench-pipeline [--model m.onnx] [--live-seconds 60]
+//! slowfast bench-pipeline [--model m.onnx] [--live-seconds 60] [--streams 1,2,4,8]
 //! ```
 
 mod annotate;
 mod bench;
 mod build_engine;
 mod classify;
+mod multi_stream;
 mod pipeline_bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use runtime::engine::{Backend, Engine, EngineCache, EngineOptions, TensorRtOptions};
+use runtime::engine::{Backend, Engine, EngineCache, EngineOptions, OpenVinoOptions, TensorRtOptions, openvino};
 
 #[derive(Parser)]
-#[command(name = "slowfast", version, about = "SlowFast video recognition on ONNX Runtime (TensorRT, CUDA, CPU)")]
+#[command(name = "slowfast", version, about = "SlowFast video recognition on ONNX Runtime (TensorRT, CUDA, CPU) and OpenVINO (CPU)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,14 +41,16 @@ enum Command {
     /// video, written to an MP4 and/or served over RTSP.
     Annotate(annotate::Args),
     /// Cost of the element on the frame path (1080p, beside `identity`) and
-    /// cadence on a live 720p30 source.
+    /// cadence on a live 720p30 source; with --streams, many live cameras on
+    /// one shared engine.
     BenchPipeline(pipeline_bench::Args),
 }
 
 /// Engine flags shared by the subcommands that run a model.
 #[derive(Args, Clone)]
 pub struct EngineArgs {
-    /// Execution provider: cpu, cuda, tensorrt, or auto (TensorRT, CUDA, then CPU).
+    /// Engine: cpu (ONNX Runtime), cuda, tensorrt, openvino (OpenVINO's CPU plugin),
+    /// or auto (TensorRT, CUDA, OpenVINO on x86-64, then ONNX Runtime's CPU).
     #[arg(long, default_value = "cpu", value_parser = parse_backend)]
     backend: Backend,
     /// Fail when the requested provider cannot be used instead of falling back to CPU.
@@ -59,7 +62,9 @@ pub struct EngineArgs {
     /// GPU index for CUDA and TensorRT.
     #[arg(long, default_value_t = 0)]
     device: i32,
-    /// TensorRT engine cache (from `build-engine --out`); reused when it holds this model's engine.
+    /// Compiled-engine cache: TensorRT's (from `build-engine --out`), reused when it holds this
+    /// model's engine, and OpenVINO's compiled networks [OpenVINO's default:
+    /// ~/.cache/slowfast/openvino].
     #[arg(long)]
     engine_dir: Option<PathBuf>,
     /// TensorRT FP16 kernels.
@@ -79,6 +84,7 @@ impl EngineArgs {
             threads: self.threads,
             device_id: self.device,
             tensorrt: TensorRtOptions { fp16: self.fp16, cache_dir: self.engine_dir.clone(), max_batch: 1 },
+            openvino: OpenVinoOptions { cache_dir: self.engine_dir.clone().or_else(openvino::default_cache_dir) },
         }
     }
 }

@@ -9,6 +9,8 @@
 //! 2. Live: a 720p30 `videotestsrc is-live=true` for N seconds: frames in
 //!    versus out of the element (none may be lost) and predictions made
 //!    versus due at the requested stride.
+//! 3. Many cameras (`--streams 1,2,4,8`, instead of 1 and 2): see
+//!    `multi_stream`.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -23,19 +25,28 @@ use runtime::model_info::ModelInfo;
 use runtime::ring::{ClipRing, RingConfig};
 use serde::Serialize;
 
+use super::multi_stream;
+
 #[derive(ClapArgs)]
 pub struct Args {
     /// ONNX model [default: the tiny test model].
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny_8x8.onnx"))]
-    model: PathBuf,
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tensorrt", "auto"])]
-    backend: String,
+    pub model: PathBuf,
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tensorrt", "openvino", "auto"])]
+    pub backend: String,
     /// Inference threads.
     #[arg(long, default_value_t = 1)]
-    threads: u32,
+    pub threads: u32,
     /// Frames between predictions.
     #[arg(long, default_value_t = 32)]
-    stride: u32,
+    pub stride: u32,
+    /// Live streams per run, comma-separated (e.g. 1,2,4,8): runs the
+    /// many-cameras benchmark instead of the frame path and single live run.
+    #[arg(long, value_delimiter = ',')]
+    pub streams: Vec<usize>,
+    /// Clips the shared engine runs together at most (the element's max-batch).
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: u32,
     /// Frames of the generated 1080p file.
     #[arg(long, default_value_t = 300)]
     frames: u32,
@@ -47,7 +58,7 @@ pub struct Args {
     rounds: u32,
     /// Seconds of the live run (0: skip it).
     #[arg(long, default_value_t = 60.0)]
-    live_seconds: f64,
+    pub live_seconds: f64,
 }
 
 #[derive(Serialize, Clone)]
@@ -96,21 +107,21 @@ struct LiveRun {
 
 /// Sink-pad arrival times waiting for their buffer at the src pad.
 #[derive(Default)]
-struct Probe {
+pub struct Probe {
     arrivals: VecDeque<Instant>,
-    latencies_ms: Vec<f64>,
+    pub latencies_ms: Vec<f64>,
     first_in: Option<Instant>,
     last_out: Option<Instant>,
-    frames_in: u64,
+    pub frames_in: u64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Times every buffer from `dut`'s sink pad to its src pad. The element is
 /// in-place and keeps order, so arrivals pair up first in, first out.
-fn instrument(dut: &gst::Element) -> anyhow::Result<Arc<Mutex<Probe>>> {
+pub fn instrument(dut: &gst::Element) -> anyhow::Result<Arc<Mutex<Probe>>> {
     let probe = Arc::new(Mutex::new(Probe::default()));
     let (sink, src) = (dut.static_pad("sink").context("no sink pad")?, dut.static_pad("src").context("no src pad")?);
     let p = probe.clone();
@@ -135,7 +146,7 @@ fn instrument(dut: &gst::Element) -> anyhow::Result<Arc<Mutex<Probe>>> {
     Ok(probe)
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -168,7 +179,7 @@ fn play_to_eos(pipeline: &gst::Pipeline, limit: Duration) -> anyhow::Result<()> 
     result
 }
 
-fn pipeline_error(bus: &gst::Bus, default: &str) -> anyhow::Error {
+pub fn pipeline_error(bus: &gst::Bus, default: &str) -> anyhow::Error {
     while let Some(msg) = bus.pop() {
         if let gst::MessageView::Error(e) = msg.view() {
             return anyhow::anyhow!("{}: {}", msg.src().map(|s| s.name()).unwrap_or_default(), e.error());
@@ -177,7 +188,7 @@ fn pipeline_error(bus: &gst::Bus, default: &str) -> anyhow::Error {
     anyhow::anyhow!("{default}")
 }
 
-fn launch(description: &str) -> anyhow::Result<gst::Pipeline> {
+pub fn launch(description: &str) -> anyhow::Result<gst::Pipeline> {
     gst::parse::launch(description)
         .with_context(|| format!("cannot build `{description}`"))?
         .downcast::<gst::Pipeline>()
@@ -195,12 +206,17 @@ fn make_1080p(path: &std::path::Path, frames: u32) -> anyhow::Result<()> {
 
 impl Args {
     fn slowfast(&self, draw: bool) -> String {
+        self.slowfast_named("dut", draw)
+    }
+
+    pub fn slowfast_named(&self, name: &str, draw: bool) -> String {
         format!(
-            "slowfast name=dut model=\"{}\" backend={} threads={} stride={} draw={draw}",
+            "slowfast name={name} model=\"{}\" backend={} threads={} stride={} max-batch={} draw={draw}",
             self.model.display(),
             self.backend,
             self.threads,
-            self.stride
+            self.stride,
+            self.max_batch
         )
     }
 }
@@ -309,6 +325,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let window = ClipRing::new(RingConfig::from_model(&info), 30.0).capacity();
     gst::init().context("cannot initialise GStreamer")?;
     runtime::annotate::ensure_element(&crate::annotate::plugin_dirs())?;
+    if !a.streams.is_empty() {
+        if a.streams.contains(&0) || a.live_seconds <= 0.0 {
+            bail!("--streams must be at least 1 each, with --live-seconds above 0");
+        }
+        multi_stream::run_all(&a, window)?;
+        return Ok(ExitCode::SUCCESS);
+    }
 
     let generated = a.video.is_none();
     let video = match &a.video {
