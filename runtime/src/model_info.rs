@@ -70,6 +70,8 @@ pub struct ModelInfo {
     pub labels: Vec<String>,
     pub output: OutputKind,
     pub recipe: String,
+    /// `slowfast.quantization` of a quantised model; `None` for fp32.
+    pub quantization: Option<String>,
 }
 
 impl ModelInfo {
@@ -120,6 +122,7 @@ impl ModelInfo {
                 _ => Err(format!("{s:?} is neither \"probabilities\" nor \"logits\"")),
             })?,
             recipe: p.get(KEY_RECIPE)?.to_string(),
+            quantization: props.get(KEY_QUANTIZATION).cloned(),
         };
         if info.labels.len() != info.num_classes {
             return Err(

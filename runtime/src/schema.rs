@@ -45,7 +45,16 @@ pub mod metadata {
     /// The training recipe (config text or name); empty when unknown.
     pub const KEY_RECIPE: &str = "slowfast.recipe";
 
-    /// Every key, in the order written.
+    /// Written only by a quantised export (`trainer export --int8`): how
+    /// the graph is quantised, e.g. `int8-qdq: per-channel symmetric int8
+    /// weights, per-tensor uint8 activations`. Absent in fp32 models.
+    pub const KEY_QUANTIZATION: &str = "slowfast.quantization";
+    /// With [`KEY_QUANTIZATION`]: JSON object of the calibration (method,
+    /// clips used, clips skipped, data list, seed).
+    pub const KEY_CALIBRATION: &str = "slowfast.calibration";
+
+    /// Every key, in the order written ([`KEY_QUANTIZATION`] and
+    /// [`KEY_CALIBRATION`] follow them in quantised models only).
     pub const KEYS: [&str; 16] = [
         KEY_FORMAT_VERSION,
         KEY_ARCH,

@@ -33,6 +33,21 @@
 //!       --weights runs/demo/checkpoints/checkpoint_epoch_12.safetensors --out models/demo/model.onnx
 //!   ```
 //!
+//! - `--int8 --calibration LIST`: a QDQ INT8 model (see
+//!   `trainer::export::calibrate`): the network runs over
+//!   `--calibration-clips` clips of the list (`path label` lines, as the
+//!   training lists; `--calibration recipe` takes the recipe's training
+//!   split), cut as the test does, and records each quantised tensor's
+//!   range with `--calibration-method` (`minmax`, or `percentile:99.99`).
+//!   Videos that cannot be read are skipped and counted, as training does;
+//!   a list with none readable is refused. The same list and
+//!   `--calibration-seed` give the same file, byte for byte.
+//!
+//!   ```text
+//!   trainer export --config configs/demo_synth_cpu.yaml --weights w.safetensors \
+//!       --int8 --calibration recipe --calibration-clips 32 --out models/demo/model_int8.onnx
+//!   ```
+//!
 //! The file is written atomically (temporary file, then rename). Temporary
 //! files an interrupted export left beside the output (`.NAME.PID.tmp`, as
 //! large as a model) are removed by the next export to the same path, unless
@@ -43,7 +58,12 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, ValueEnum};
 use tch::{Device, nn};
-use trainer::export::{self, ExportOptions};
+use runtime::preprocess::Normalization;
+use trainer::data::source::Temporal;
+use trainer::data::{Source, read_list};
+use trainer::export::{self, ExportOptions, calibrate};
+use trainer::recipe::ListFormat;
+use trainer::train::setup::{self, Which};
 use trainer::labels;
 use trainer::model::{EvalOutput, Preset, SlowFast};
 use trainer::recipe::{Dataset, Recipe};
@@ -103,6 +123,79 @@ pub struct Args {
     /// File holding the training recipe (its contents are stored).
     #[arg(long)]
     recipe_file: Option<PathBuf>,
+    /// Quantise to INT8 (QDQ: per-channel int8 weights, uint8 activations), calibrated on --calibration.
+    #[arg(long, requires = "calibration")]
+    int8: bool,
+    /// Calibration videos: a list of `path label` lines, or `recipe` for the recipe's training split.
+    #[arg(long, requires = "int8")]
+    calibration: Option<String>,
+    /// Folder that relative paths of the calibration list are joined to.
+    #[arg(long)]
+    calibration_root: Option<PathBuf>,
+    /// Clips the calibration runs (one per video; unreadable videos do not count).
+    #[arg(long, default_value_t = 32)]
+    calibration_clips: usize,
+    /// `minmax` (nothing clipped) or `percentile:P` (e.g. percentile:99.99).
+    #[arg(long, default_value = "minmax")]
+    calibration_method: calibrate::Method,
+    /// Order in which the list's videos are tried.
+    #[arg(long, default_value_t = 0)]
+    calibration_seed: u64,
+}
+
+/// How calibration clips are cut: the test clip of the recipe, or of the
+/// export's own clip settings.
+struct ClipSpec {
+    temporal: Temporal,
+    crop: u32,
+    normalize: Normalization,
+    alpha: usize,
+}
+
+/// Writes the model: fp32, or with `--int8` calibrated and quantised.
+fn export_and_write(a: &Args, model: &SlowFast, opts: &ExportOptions, recipe: Option<&Recipe>, clip: ClipSpec) -> anyhow::Result<usize> {
+    let bytes = if a.int8 {
+        let Some(list) = &a.calibration else { bail!("--int8 needs --calibration LIST") };
+        let classes = model.config.num_classes as usize;
+        let source = if list == "recipe" {
+            let Some(recipe) = recipe else { bail!("--calibration recipe needs --config RECIPE.yaml") };
+            setup::source(recipe, Which::Train).map_err(anyhow::Error::msg)?.context("the recipe has no training split")?
+        } else {
+            let samples = read_list(std::path::Path::new(list), a.calibration_root.as_deref(), ListFormat::PathLabel, classes)
+                .with_context(|| format!("--calibration {list}"))?;
+            Source::List(samples)
+        };
+        let calib_setup = calibrate::Setup {
+            temporal: clip.temporal,
+            crop: clip.crop,
+            normalize: clip.normalize,
+            alpha: clip.alpha,
+            clips: a.calibration_clips,
+            seed: a.calibration_seed,
+            list: list.clone(),
+        };
+        let calibration = calibrate::calibrate(model, &source, &calib_setup, a.calibration_method, |done, n| {
+            if done % 8 == 0 || done == n {
+                eprintln!("calibrated on {done}/{n} clips");
+            }
+        })?;
+        for f in &calibration.skipped {
+            eprintln!("calibration: skipped {}: {}", f.name, f.why);
+        }
+        eprintln!(
+            "calibration: {} clips ({} unreadable videos skipped), method {:?}, {} quantised tensors",
+            calibration.clips,
+            calibration.skipped.len(),
+            calibration.method,
+            calibration.ranges.len()
+        );
+        export::export_onnx_int8(model, opts, &calibration)?
+    } else {
+        export::export_onnx(model, opts)?
+    };
+    remove_stale_temporaries(&a.out);
+    export::write_model(&a.out, &bytes)?;
+    Ok(bytes.len())
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -165,10 +258,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         recipe,
         ..ExportOptions::new(names)
     };
-    let bytes = export::export_onnx(&model, &opts)?;
-    remove_stale_temporaries(&a.out);
-    export::write_model(&a.out, &bytes)?;
-    report(&a, &config, &opts, bytes.len(), arch.name());
+    let clip = ClipSpec {
+        temporal: Temporal { num_frames: a.fast_frames as usize, sampling_rate: a.sampling_rate as usize, target_fps: a.target_fps },
+        crop: a.crop as u32,
+        normalize: Normalization { mean: opts.mean.map(|v| v as f32), std: opts.std.map(|v| v as f32) },
+        alpha: config.alpha as usize,
+    };
+    let written = export_and_write(&a, &model, &opts, None, clip)?;
+    report(&a, &config, &opts, written, arch.name());
     Ok(())
 }
 
@@ -211,10 +308,14 @@ fn run_recipe(a: Args, path: &std::path::Path) -> anyhow::Result<()> {
         recipe: std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the recipe", path.display()))?,
         ..ExportOptions::new(names)
     };
-    let bytes = export::export_onnx(&model, &opts)?;
-    remove_stale_temporaries(&a.out);
-    export::write_model(&a.out, &bytes)?;
-    report(&a, &config, &opts, bytes.len(), arch.map_or("custom", |p| p.name()));
+    let clip = ClipSpec {
+        temporal: setup::temporal(&recipe),
+        crop: recipe.test.crop_size,
+        normalize: setup::normalize(&recipe),
+        alpha: config.alpha as usize,
+    };
+    let written = export_and_write(&a, &model, &opts, Some(&recipe), clip)?;
+    report(&a, &config, &opts, written, arch.map_or("custom", |p| p.name()));
     Ok(())
 }
 

@@ -45,8 +45,18 @@ struct NodeDef {
 struct Initializer {
     name: String,
     dims: Vec<i64>,
-    /// f32 little endian, as ONNX `raw_data` is defined.
+    kind: Element,
+    /// Little endian, as ONNX `raw_data` is defined.
     raw: Vec<u8>,
+}
+
+/// Element types of the initializers written: f32 weights, and the int8
+/// weights and uint8 / int8 zero points of a quantised graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    Float,
+    Int8,
+    Uint8,
 }
 
 /// Nodes in execution order plus their weights.
@@ -88,7 +98,20 @@ impl GraphBuilder {
         for v in values {
             raw.extend_from_slice(&v.to_le_bytes());
         }
-        self.initializers.push(Initializer { name: name.clone(), dims: t.size(), raw });
+        self.initializers.push(Initializer { name: name.clone(), dims: t.size(), kind: Element::Float, raw });
+        name
+    }
+
+    /// Adds an f32 initializer from values.
+    pub fn floats(&mut self, name: String, dims: Vec<i64>, values: &[f32]) -> String {
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(Initializer { name: name.clone(), dims, kind: Element::Float, raw });
+        name
+    }
+
+    /// Adds an int8 or uint8 initializer of raw bytes.
+    pub fn bytes(&mut self, name: String, dims: Vec<i64>, kind: Element, raw: Vec<u8>) -> String {
+        self.initializers.push(Initializer { name: name.clone(), dims, kind, raw });
         name
     }
 
@@ -120,8 +143,13 @@ impl GraphBuilder {
                 ..Default::default()
             })
             .collect();
+        let data_type = |k: Element| match k {
+            Element::Float => DataType::Float,
+            Element::Int8 => DataType::Int8,
+            Element::Uint8 => DataType::Uint8,
+        };
         let initializers =
-            self.initializers.iter().map(|i| TensorProto::from_raw(&i.name, i.dims.clone(), DataType::Float, &i.raw)).collect();
+            self.initializers.iter().map(|i| TensorProto::from_raw(&i.name, i.dims.clone(), data_type(i.kind), &i.raw)).collect();
         let graph = OnnxGraph {
             node: nodes,
             name: "slowfast",

@@ -35,3 +35,16 @@ pub fn entries(model: &SlowFast, opts: &ExportOptions) -> Result<Vec<(String, St
     ];
     Ok(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
+
+/// What a quantised model adds: how it is quantised and its calibration.
+pub fn quantization(c: &super::calibrate::Calibration) -> Result<Vec<(String, String)>, ExportError> {
+    let calibration = serde_json::to_string(c)
+        .map_err(|e| ExportError::BadOption { field: "calibration", why: format!("cannot be written as JSON: {e}") })?;
+    Ok(vec![
+        (KEY_QUANTIZATION.to_string(), QUANTIZATION_INT8_QDQ.to_string()),
+        (KEY_CALIBRATION.to_string(), calibration),
+    ])
+}
+
+/// `slowfast.quantization` of `trainer export --int8`.
+pub const QUANTIZATION_INT8_QDQ: &str = "int8-qdq: per-channel symmetric int8 weights, per-tensor uint8 activations";

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod calibrate;
 mod fold;
 mod graph;
 pub mod metadata;
@@ -109,9 +110,22 @@ pub fn output_name(output: EvalOutput) -> &'static str {
 
 /// The model as ONNX protobuf bytes.
 pub fn export_onnx(model: &SlowFast, opts: &ExportOptions) -> Result<Vec<u8>, ExportError> {
+    export_graph(model, opts, None)
+}
+
+/// The model quantised to INT8 (QDQ) with `calibration`'s ranges, as ONNX
+/// protobuf bytes; the calibration is recorded in the metadata.
+pub fn export_onnx_int8(model: &SlowFast, opts: &ExportOptions, calibration: &calibrate::Calibration) -> Result<Vec<u8>, ExportError> {
+    export_graph(model, opts, Some(calibration))
+}
+
+fn export_graph(model: &SlowFast, opts: &ExportOptions, quant: Option<&calibrate::Calibration>) -> Result<Vec<u8>, ExportError> {
     validate(model, opts)?;
     let c = &model.config;
-    let metadata = metadata::entries(model, opts)?;
+    let mut metadata = metadata::entries(model, opts)?;
+    if let Some(q) = quant {
+        metadata.extend(metadata::quantization(q)?);
+    }
     let (h, w) =
         if opts.dynamic_spatial { (Dim::Named("H"), Dim::Named("W")) } else { (Dim::Fixed(opts.crop_size), Dim::Fixed(opts.crop_size)) };
     let clip = |frames| vec![Dim::Named("N"), Dim::Fixed(c.input_channels), Dim::Fixed(frames), h, w];
@@ -119,7 +133,7 @@ pub fn export_onnx(model: &SlowFast, opts: &ExportOptions) -> Result<Vec<u8>, Ex
     let mut g = GraphBuilder::default();
     let slow = g.input(INPUT_SLOW, clip(opts.fast_frames / c.alpha));
     let fast = g.input(INPUT_FAST, clip(opts.fast_frames));
-    let out = onnx::network(&mut g, model, [slow, fast], opts.output, output_name(opts.output))?;
+    let out = onnx::network(&mut g, model, [slow, fast], opts.output, output_name(opts.output), quant)?;
     g.output(&out, vec![Dim::Named("N"), Dim::Fixed(c.num_classes)]);
 
     let doc = doc_string(model, opts);

@@ -147,6 +147,22 @@ pub fn multiview_probs(
     source: &Source,
     setup: &TestSetup,
     device: Device,
+    progress: impl FnMut(usize, usize),
+) -> (BTreeMap<usize, Tensor>, Vec<Failure>) {
+    let forward = |slow: &Tensor, fast: &Tensor| {
+        tch::no_grad(|| model.forward_t(&slow.to_device(device), &fast.to_device(device), false)).map_err(|e| e.to_string())
+    };
+    multiview_probs_by(source, setup, forward, progress)
+}
+
+/// [`multiview_probs`] with any forward: `forward(slow, fast)` gives the
+/// softmax rows of a batch of views (libtorch, or an exported model on one
+/// of the runtime's engines). A batch that fails is left out of the sums
+/// and reported on stderr.
+pub fn multiview_probs_by(
+    source: &Source,
+    setup: &TestSetup,
+    mut forward: impl FnMut(&Tensor, &Tensor) -> Result<Tensor, String>,
     mut progress: impl FnMut(usize, usize),
 ) -> (BTreeMap<usize, Tensor>, Vec<Failure>) {
     let mine: Vec<usize> = (setup.shard.rank..source.len()).step_by(setup.shard.world.max(1)).collect();
@@ -171,13 +187,16 @@ pub fn multiview_probs(
         }
         drop(tx);
         let mut queue: Vec<(usize, Tensor)> = Vec::new();
-        let run = |queue: &mut Vec<(usize, Tensor)>, probs_out: &mut BTreeMap<usize, Tensor>| {
+        let mut run = |queue: &mut Vec<(usize, Tensor)>, probs_out: &mut BTreeMap<usize, Tensor>| {
             if queue.is_empty() {
                 return;
             }
             let clips: Vec<Tensor> = queue.iter().map(|(_, t)| t.shallow_clone()).collect();
             let (slow, fast) = pathways(&clips, setup.alpha);
-            let probs = tch::no_grad(|| model.forward_t(&slow.to_device(device), &fast.to_device(device), false));
+            let probs = forward(&slow, &fast);
+            if let Err(e) = &probs {
+                eprintln!("test: a batch of {} views failed: {e}", queue.len());
+            }
             if let Ok(probs) = probs {
                 let probs = probs.to_device(Device::Cpu);
                 for (row, (video, _)) in queue.iter().enumerate() {

@@ -3,6 +3,7 @@
 //! ```text
 //! slowfast classify VIDEO... --model m.onnx [--views 10x3|1x1] [--top-k 5] [--json]
 //!          [--backend cpu|cuda|tensorrt|openvino|auto] [--strict] [--threads N] [--engine-dir DIR]
+//! slowfast compare --model m.onnx --model m_int8.onnx [--backend openvino] VIDEO...|--list LIST
 //! slowfast build-engine m.onnx --fp16 --out DIR
 //! slowfast bench --model m.onnx [--threads 2] [--python PY]
 //! slowfast annotate INPUT [--output out.mp4] [--serve rtsp://127.0.0.1:8554/annotated] [--model m.onnx] [--json]
@@ -13,6 +14,7 @@ mod annotate;
 mod bench;
 mod build_engine;
 mod classify;
+mod compare;
 mod multi_stream;
 mod pipeline_bench;
 
@@ -33,6 +35,8 @@ struct Cli {
 enum Command {
     /// Top-k classes of each video, averaged over temporal x spatial views.
     Classify(classify::Args),
+    /// Agreement of two models (fp32 and INT8) or two engines on real videos.
+    Compare(compare::Args),
     /// Build the TensorRT engine for this device once and cache it.
     BuildEngine(build_engine::Args),
     /// CPU latency per clip beside Python ONNX Runtime; preprocessing per frame.
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify(a) => classify::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::BuildEngine(a) => build_engine::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Annotate(a) => annotate::run(a),
