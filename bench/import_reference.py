@@ -1,7 +1,7 @@
 """The reference for `trainer import`'s benchmark, and the checkpoint it reads.
 
-    python bench/import_reference.py make OUT.pyth
-        a full-size SlowFast R50 8x8 checkpoint as PySlowFast writes one:
+    python bench/import_reference.py make OUT.pyth [--arch 8x8|4x16]
+        a full-size SlowFast R50 checkpoint (8x8 by default) as PySlowFast writes one:
         {"epoch", "model_state" (PySlowFast names), "optimizer_state" (SGD
         with a momentum buffer per parameter), "cfg"}, from pytorchvideo's
         create_slowfast (34,566,488 parameters) renamed by the parity
@@ -19,13 +19,22 @@ import sys
 import torch
 
 
-def make(out):
+# Fusion conv of each architecture: temporal kernel and stride (alpha).
+FUSION = {"8x8": (7, 4), "4x16": (5, 8)}
+
+
+def make(out, arch="8x8"):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "trainer", "tests", "fixtures"))
     from generate import rename_map
     from pytorchvideo.models.slowfast import create_slowfast
 
     torch.manual_seed(0)
-    model = create_slowfast(model_num_class=400)
+    kernel, alpha = FUSION[arch]
+    model = create_slowfast(
+        model_num_class=400,
+        slowfast_fusion_conv_kernel_size=(kernel, 1, 1),
+        slowfast_fusion_conv_stride=(alpha, 1, 1),
+    )
     names = rename_map(model)
     state = collections.OrderedDict((names[k], v) for k, v in model.state_dict().items())
     params = [p for p in model.parameters()]
@@ -46,8 +55,10 @@ def convert(src, out):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["make"]:
+    if sys.argv[1:2] == ["make"] and len(sys.argv) == 3:
         make(sys.argv[2])
+    elif sys.argv[1:2] == ["make"] and len(sys.argv) == 5 and sys.argv[3] == "--arch" and sys.argv[4] in FUSION:
+        make(sys.argv[2], sys.argv[4])
     elif sys.argv[1:2] == ["convert"]:
         convert(sys.argv[2], sys.argv[3])
     else:

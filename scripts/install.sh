@@ -3,8 +3,9 @@
 # $PREFIX/bin (default ~/.local/bin, on the PATH of most shells) and the
 # `slowfast` GStreamer element in $PREFIX/share/gstreamer-1.0/plugins (the
 # user plugin folder GStreamer scans by itself). Afterwards nothing needs
-# sourcing: the binaries find libtorch through their run path and ONNX
-# Runtime where set-up put it (recorded at build time), or beside them.
+# sourcing: the binaries find libtorch through their run path, and ONNX
+# Runtime and OpenVINO where set-up put them (recorded at build time), or
+# beside them.
 #
 #   bash scripts/install.sh                   # release build, ~/.local
 #   PREFIX=/opt/slowfast PROFILE=debug bash scripts/install.sh

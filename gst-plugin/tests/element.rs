@@ -284,6 +284,38 @@ fn broken_model_refuses_the_state_change() {
 }
 
 #[test]
+fn int8_without_a_sibling_refuses_the_state_change() {
+    refuses_to_start(&[("int8", &true)], &["tiny_8x8_int8.onnx", "trainer export", "--int8"]);
+}
+
+/// `int8=true` loads the bundled demo model's INT8 sibling, which predicts
+/// like the fp32 model on the same frames.
+#[test]
+fn int8_loads_the_sibling_of_the_demo_model() {
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/demo/model.onnx");
+    let frames: Vec<(u64, gst::ClockTime)> = (0..120).map(|i| (i, gst::ClockTime::from_mseconds(i * 1000 / 30))).collect();
+    let props = |int8: bool| -> Vec<(&'static str, Box<dyn ToValue>)> {
+        vec![
+            ("model", Box::new(demo.display().to_string())),
+            ("int8", Box::new(int8)),
+            ("stride", Box::new(16u32)),
+            ("block", Box::new(true)),
+        ]
+    };
+    let run = |int8: bool| {
+        let owned = props(int8);
+        let refs: Vec<(&str, &dyn ToValue)> = owned.iter().map(|(n, v)| (*n, v.as_ref() as &dyn ToValue)).collect();
+        predictions_for(&refs, &frames).0
+    };
+    let (fp32, int8) = (run(false), run(true));
+    assert!(!fp32.is_empty() && fp32.len() == int8.len(), "{} against {}", fp32.len(), int8.len());
+    let scores = |s: &gst::Structure| s.get::<gst::Array>("scores").unwrap().iter().map(|v| v.get::<f64>().unwrap()).collect::<Vec<_>>();
+    let gap =
+        fp32.iter().zip(&int8).flat_map(|(a, b)| scores(a).into_iter().zip(scores(b)).map(|(x, y)| (x - y).abs())).fold(0.0, f64::max);
+    assert!(gap > 0.0 && gap < 0.1, "largest gap in the top scores {gap}");
+}
+
+#[test]
 fn labels_that_do_not_match_refuse_the_state_change() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("labels.txt");

@@ -184,6 +184,14 @@ impl Props<'_> {
     }
 }
 
+/// Where the INT8 sibling of an exported model lives: `NAME_int8.onnx`
+/// beside `NAME.onnx`, as `trainer export --int8` is told to write it. The
+/// element's `int8` property and `slowfast annotate --int8` load it.
+pub fn int8_sibling(model: &Path) -> PathBuf {
+    let stem = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    model.with_file_name(format!("{stem}_int8.onnx"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

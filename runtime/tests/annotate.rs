@@ -724,3 +724,26 @@ fn failing_inference_is_reported_with_its_cause_and_does_not_stall() {
     assert_eq!(finished_of(&lines)["frames"], 100);
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
+
+/// `--int8` runs the model's INT8 sibling (the demo model ships one) on
+/// OpenVINO, and a model without a sibling is refused by name.
+#[test]
+fn int8_runs_the_sibling_of_the_model_and_names_a_missing_one() {
+    gst_init();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = make_video(dir.path(), "in.mp4", 100);
+    let output = dir.path().join("out.mp4");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo/model.onnx");
+    let demo = demo.display().to_string();
+    let (code, lines, err, _) = annotate_to(dir.path(), &input, &output, &["--model", &demo, "--int8", "--stride", "16"]);
+    assert_eq!(code, Some(0), "{err}");
+    // The demo model's window is 32 frames at 30 fps: frames 32, 48, .., 96.
+    let predictions = events(&lines, "prediction");
+    assert_eq!(predictions.len(), 5, "{lines:?}");
+    for p in &predictions {
+        check_prediction(p);
+    }
+    let (code, _, err, _) = annotate_to(dir.path(), &input, &output, &["--int8"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("tiny_8x8_int8.onnx") && err.contains("--int8 --calibration"), "{err}");
+}

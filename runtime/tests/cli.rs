@@ -212,6 +212,16 @@ fn strict_mode_fails_on_a_missing_provider_and_plain_mode_falls_back_to_cpu() {
     }
     let out = classify(&videos, &fixture(), &["--views", "1x1", "--backend", "auto", "--strict"]);
     assert_eq!(out.status.code(), Some(2), "auto + strict needs one accelerator");
+    // Without a GPU provider, auto ends on OpenVINO (x86-64), after saying
+    // why TensorRT and CUDA were skipped.
+    let out = classify(&videos, &fixture(), &["--views", "1x1", "--backend", "auto"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let expected = if cfg!(target_arch = "x86_64") { "execution provider: OpenVINO CPU" } else { "execution provider: CPU" };
+    assert!(err.matches("falling back").count() == 2 && err.contains(expected), "{err}");
+    let r = &json_lines(&out)[0];
+    assert_eq!(r["provider"], expected.trim_start_matches("execution provider: "), "{r}");
+    assert_eq!(r["top"].as_array().map(Vec::len), Some(5), "{r}");
 }
 
 #[test]

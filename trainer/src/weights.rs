@@ -40,10 +40,15 @@ pub fn save(vs: &nn::VarStore, path: &Path) -> Result<(), WeightsError> {
 
 /// Reads every tensor of a weights file: safetensors as it is, a
 /// checkpoint of another zoo (PySlowFast `.pyth`, pytorchvideo, ...)
-/// through `import`, its names mapped to ours.
+/// through `import`, its names mapped to ours, or an fp32 ONNX model of
+/// our own export (`.onnx`, BatchNorm unfolded: `import::onnx`).
 pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError> {
     if !path.is_file() {
         return Err(WeightsError::Read { path: path.to_path_buf(), why: "no such file".to_string() });
+    }
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+        let bytes = std::fs::read(path).map_err(|e| WeightsError::Read { path: path.to_path_buf(), why: e.to_string() })?;
+        return crate::import::onnx::read(&bytes).map_err(|why| WeightsError::Read { path: path.to_path_buf(), why });
     }
     if !crate::import::is_safetensors(path) {
         return crate::import::import(path, None)

@@ -125,8 +125,23 @@ fn int8_model_runs_on_both_engines_close_to_fp32_and_is_deterministic() {
     // Smaller than fp32: int8 weights.
     assert!(bytes.len() * 3 < std::fs::metadata(&fp32).unwrap().len() as usize, "{} bytes", bytes.len());
 
+    // The percentile method: another file, recorded as such, that runs.
+    let percentile = dir.path().join("percentile.onnx");
+    let (ok, err) = export(
+        &w,
+        &["--int8", "--calibration", list.to_str().unwrap(), "--calibration-method", "percentile:99.9", "--out", percentile.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let meta = runtime::onnx_meta::metadata_props(&std::fs::read(&percentile).unwrap()).unwrap();
+    let method: serde_json::Value = serde_json::from_str(&meta["slowfast.calibration"]).unwrap();
+    assert_eq!(method["method"], serde_json::json!({"name": "percentile", "value": 99.9}));
+    let (ok, err) = export(&w, &["--int8", "--calibration", list.to_str().unwrap(), "--calibration-method", "median", "--out", "x.onnx"]);
+    assert!(!ok && err.contains("percentile:P"), "{err}");
+
     let clips = clips();
     let reference = probabilities(&fp32, Backend::Cpu, &clips);
+    let gap = largest_gap(&probabilities(&percentile, Backend::OpenVino, &clips), &reference);
+    assert!(gap < PROBABILITY_TOLERANCE, "percentile: largest gap {gap}");
     for backend in [Backend::Cpu, Backend::OpenVino] {
         let got = probabilities(&int8, backend, &clips);
         let gap = largest_gap(&got, &reference);
@@ -149,7 +164,8 @@ fn unreadable_videos_are_skipped_and_an_unreadable_list_refused() {
     let list = write_list(dir.path(), "with_bad.txt", &paths);
     let out = dir.path().join("m.onnx");
     let w = weights(dir.path());
-    let (ok, err) = export(&w, &["--int8", "--calibration", list.to_str().unwrap(), "--calibration-clips", "8", "--out", out.to_str().unwrap()]);
+    let (ok, err) =
+        export(&w, &["--int8", "--calibration", list.to_str().unwrap(), "--calibration-clips", "8", "--out", out.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(err.contains("calibration: 4 clips (2 unreadable videos skipped)"), "{err}");
     assert!(err.contains("corrupt.mp4") && err.contains("missing.mp4"), "{err}");
@@ -184,7 +200,8 @@ fn trainer_test_measures_an_exported_model_with_the_recipes_protocol() {
     let list = write_list(dir.path(), "calibration.txt", &videos());
     let (fp32, int8) = (dir.path().join("fp32.onnx"), dir.path().join("int8.onnx"));
     assert!(export(&w, &["--out", fp32.to_str().unwrap()]).0);
-    let (ok, err) = export(&w, &["--int8", "--calibration", list.to_str().unwrap(), "--calibration-clips", "2", "--out", int8.to_str().unwrap()]);
+    let (ok, err) =
+        export(&w, &["--int8", "--calibration", list.to_str().unwrap(), "--calibration-clips", "2", "--out", int8.to_str().unwrap()]);
     assert!(ok, "{err}");
     let test = |extra: &[&str], report: &str| -> serde_json::Value {
         let path = dir.path().join(report);

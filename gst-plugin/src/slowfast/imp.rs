@@ -96,6 +96,7 @@ const DEFAULT_MAX_PENDING: u32 = 2;
 #[derive(Debug, Clone)]
 struct Settings {
     model: Option<PathBuf>,
+    int8: bool,
     labels: Option<PathBuf>,
     backend: Backend,
     strict: bool,
@@ -111,6 +112,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             model: None,
+            int8: false,
             labels: None,
             backend: Backend::default(),
             strict: false,
@@ -217,6 +219,12 @@ impl ObjectImpl for SlowFast {
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
                     .blurb("SlowFast ONNX file exported by `trainer export`; clip shape, sampling rate, normalisation and labels come from its metadata")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("int8")
+                    .nick("INT8")
+                    .blurb("Load the INT8 sibling of `model` (NAME_int8.onnx beside NAME.onnx, written by `trainer export --int8`); fastest on backend=openvino")
+                    .default_value(false)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("labels")
@@ -348,6 +356,7 @@ impl ObjectImpl for SlowFast {
         let path = |v: &glib::Value| v.get::<Option<String>>().ok().flatten().filter(|p| !p.is_empty()).map(PathBuf::from);
         match pspec.name() {
             "model" => s.model = path(value),
+            "int8" => s.int8 = value.get().unwrap_or(false),
             "labels" => s.labels = path(value),
             "backend" => s.backend = value.get().unwrap_or_default(),
             "strict" => s.strict = value.get().unwrap_or(false),
@@ -371,6 +380,7 @@ impl ObjectImpl for SlowFast {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).to_value();
         match pspec.name() {
             "model" => path(&s.model),
+            "int8" => s.int8.to_value(),
             "labels" => path(&s.labels),
             "backend" => s.backend.to_value(),
             "strict" => s.strict.to_value(),
@@ -574,6 +584,23 @@ impl SlowFast {
         if !model.is_file() {
             return Err(gst::error_msg!(gst::ResourceError::NotFound, ["model {}: no such file", model.display()]));
         }
+        let model = if settings.int8 {
+            let sibling = runtime::model_info::int8_sibling(&model);
+            if !sibling.is_file() {
+                return Err(gst::error_msg!(
+                    gst::ResourceError::NotFound,
+                    [
+                        "int8=true: {} has no INT8 sibling {} (write it with `trainer export ... --int8 --calibration LIST --out {}`)",
+                        model.display(),
+                        sibling.display(),
+                        sibling.display()
+                    ]
+                ));
+            }
+            sibling
+        } else {
+            model
+        };
         let key = EngineKey {
             model: model.canonicalize().unwrap_or(model.clone()),
             backend: settings.backend.into(),

@@ -57,16 +57,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, ValueEnum};
-use tch::{Device, nn};
 use runtime::preprocess::Normalization;
+use tch::{Device, nn};
 use trainer::data::source::Temporal;
 use trainer::data::{Source, read_list};
 use trainer::export::{self, ExportOptions, calibrate};
-use trainer::recipe::ListFormat;
-use trainer::train::setup::{self, Which};
 use trainer::labels;
 use trainer::model::{EvalOutput, Preset, SlowFast};
+use trainer::recipe::ListFormat;
 use trainer::recipe::{Dataset, Recipe};
+use trainer::train::setup::{self, Which};
 use trainer::weights::{self, LoadMode};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -175,7 +175,7 @@ fn export_and_write(a: &Args, model: &SlowFast, opts: &ExportOptions, recipe: Op
             list: list.clone(),
         };
         let calibration = calibrate::calibrate(model, &source, &calib_setup, a.calibration_method, |done, n| {
-            if done % 8 == 0 || done == n {
+            if done.is_multiple_of(8) || done == n {
                 eprintln!("calibrated on {done}/{n} clips");
             }
         })?;

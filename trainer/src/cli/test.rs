@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
+use runtime::engine::{Backend, Engine, EngineOptions};
 use tch::{Kind, Tensor, nn};
 use trainer::data::Source;
 use trainer::data::{Failure, Shard};
 use trainer::dist::Dist;
 use trainer::model::SlowFast;
 use trainer::recipe::{Dataset, Recipe};
-use runtime::engine::{Backend, Engine, EngineOptions};
 use trainer::train::evaluate::{TestSetup, multiview_probs, multiview_probs_by, summarise};
 use trainer::train::setup::{self, Which};
 use trainer::weights::{self, LoadMode};
@@ -98,7 +98,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         shard: dist.as_ref().map_or(Shard::default(), |d| Shard { rank: d.rank(), world: d.world() }),
     };
     let progress = |done: usize, n: usize| {
-        if done % 50 == 0 || done == n {
+        if done.is_multiple_of(50) || done == n {
             eprintln!("tested {done}/{n} videos");
         }
     };
@@ -156,7 +156,13 @@ fn gather(d: &Dist, n: usize, classes: i64, probs: &BTreeMap<usize, Tensor>, ski
 
 /// The exported model on its engine, after checking that it takes the
 /// recipe's clips and classes.
-fn onnx_engine(path: &std::path::Path, backend: &str, recipe: &Recipe, config: &trainer::model::ModelConfig, threads: usize) -> anyhow::Result<Engine> {
+fn onnx_engine(
+    path: &std::path::Path,
+    backend: &str,
+    recipe: &Recipe,
+    config: &trainer::model::ModelConfig,
+    threads: usize,
+) -> anyhow::Result<Engine> {
     let backend: Backend = backend.parse().map_err(anyhow::Error::msg)?;
     let opts = EngineOptions { backend, strict: true, threads: (threads > 0).then_some(threads), ..EngineOptions::default() };
     let engine = Engine::load(path, &opts)?;

@@ -251,10 +251,9 @@ impl<'m> Backend<'m> for Recorder<'_> {
     fn head(&mut self, head: &'m Head, slow: &Tensor, fast: &Tensor) -> Result<Tensor, Self::Error> {
         let pooled: Vec<Tensor> = match &head.pool {
             HeadPool::Global => [slow, fast].iter().map(|x| x.mean_dim(&[2i64, 3, 4][..], true, Kind::Float)).collect(),
-            HeadPool::Kernel { slow: ks, fast: kf } => [(slow, ks), (fast, kf)]
-                .iter()
-                .map(|(x, k)| x.avg_pool3d(&k[..], [1, 1, 1], [0, 0, 0], false, true, None::<i64>))
-                .collect(),
+            HeadPool::Kernel { slow: ks, fast: kf } => {
+                [(slow, ks), (fast, kf)].iter().map(|(x, k)| x.avg_pool3d(&k[..], [1, 1, 1], [0, 0, 0], false, true, None::<i64>)).collect()
+            }
         };
         self.stats.record(&head.name, &Tensor::cat(&pooled, 1));
         self.forward.head(head, slow, fast)

@@ -40,10 +40,7 @@ pub fn entries(model: &SlowFast, opts: &ExportOptions) -> Result<Vec<(String, St
 pub fn quantization(c: &super::calibrate::Calibration) -> Result<Vec<(String, String)>, ExportError> {
     let calibration = serde_json::to_string(c)
         .map_err(|e| ExportError::BadOption { field: "calibration", why: format!("cannot be written as JSON: {e}") })?;
-    Ok(vec![
-        (KEY_QUANTIZATION.to_string(), QUANTIZATION_INT8_QDQ.to_string()),
-        (KEY_CALIBRATION.to_string(), calibration),
-    ])
+    Ok(vec![(KEY_QUANTIZATION.to_string(), QUANTIZATION_INT8_QDQ.to_string()), (KEY_CALIBRATION.to_string(), calibration)])
 }
 
 /// `slowfast.quantization` of `trainer export --int8`.

@@ -144,11 +144,8 @@ fn quantize_weight(g: &mut GraphBuilder, name: &str, weight: &tch::Tensor, axis:
         return Err(ExportError::Weights { tensor: name.into(), why: "holds a value that is not finite".into() });
     }
     let scales: Vec<f32> = max_abs.iter().map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 }).collect();
-    let raw: Vec<u8> = values
-        .iter()
-        .enumerate()
-        .map(|(k, v)| (v / scales[(k / inner) % channels]).round().clamp(-127.0, 127.0) as i8 as u8)
-        .collect();
+    let raw: Vec<u8> =
+        values.iter().enumerate().map(|(k, v)| (v / scales[(k / inner) % channels]).round().clamp(-127.0, 127.0) as i8 as u8).collect();
     let q = g.bytes(format!("{name}_quantized"), dims.clone(), Element::Int8, raw);
     let s = g.floats(format!("{name}_scale"), vec![channels as i64], &scales);
     let z = g.bytes(format!("{name}_zero_point"), vec![channels as i64], Element::Int8, vec![0; channels]);

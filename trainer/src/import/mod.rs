@@ -4,10 +4,12 @@
 //! restricted pickle machine (`pickle`), tensors out of torch storages and
 //! numpy arrays (`tensors`), and the zoos' names mapped to ours (`names`).
 //! What comes out is a state dict under PySlowFast's names, which the
-//! strict loader in `weights` then checks against the network.
+//! strict loader in `weights` then checks against the network. `onnx`
+//! reads the weights back out of our own fp32 exports.
 
 mod container;
 mod names;
+pub mod onnx;
 pub mod pickle;
 mod tensors;
 

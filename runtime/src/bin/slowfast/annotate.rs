@@ -29,6 +29,10 @@ pub struct Args {
     /// the executable or in ~/.local/share/slowfast, else the copy built in].
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Run the model's INT8 sibling (NAME_int8.onnx beside NAME.onnx; the demo model has one),
+    /// on OpenVINO unless --backend says otherwise.
+    #[arg(long)]
+    int8: bool,
     /// Class names replacing the model's own labels.
     #[arg(long)]
     labels: Option<PathBuf>,
@@ -36,9 +40,9 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Engine: cpu (ONNX Runtime), cuda, tensorrt, openvino, or auto (falls back to
-    /// ONNX Runtime's CPU provider unless --strict).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tensorrt", "openvino", "auto"])]
-    backend: String,
+    /// ONNX Runtime's CPU provider unless --strict) [default: cpu; openvino with --int8].
+    #[arg(long, value_parser = ["cpu", "cuda", "tensorrt", "openvino", "auto"])]
+    backend: Option<String>,
     /// Fail instead of falling back when the provider is unavailable.
     #[arg(long)]
     strict: bool,
@@ -88,8 +92,19 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let model = match &a.model {
         Some(m) if m.is_file() => m.clone(),
         Some(m) => bail!("model {}: no such file", m.display()),
-        None => default_model()?,
+        None => default_model(a.int8)?,
     };
+    if a.int8 && !runtime::model_info::int8_sibling(&model).is_file() {
+        bail!(
+            "--int8: {} has no INT8 sibling {} (write it with `trainer export ... --int8 --calibration LIST --out {}`)",
+            model.display(),
+            runtime::model_info::int8_sibling(&model).display(),
+            runtime::model_info::int8_sibling(&model).display()
+        );
+    }
+    // INT8 kernels for 3D convolutions are OpenVINO's; ONNX Runtime's CPU
+    // provider runs the QDQ graph slower than fp32 (BENCHMARKS.md).
+    let backend = a.backend.clone().unwrap_or_else(|| if a.int8 { "openvino" } else { "cpu" }.to_string());
     let input = Input::parse(&a.input)?;
     gst::init().context("cannot initialise GStreamer")?;
     let location = annotate::ensure_element(&plugin_dirs())?;
@@ -102,8 +117,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         serve: a.serve.clone(),
         element: ElementSettings {
             model,
+            int8: a.int8,
             labels: a.labels.clone(),
-            backend: a.backend.clone(),
+            backend,
             strict: a.strict,
             fp16: true,
             threads: a.threads,
@@ -217,16 +233,19 @@ pub fn plugin_dirs() -> Vec<PathBuf> {
 
 const DEMO_MODEL: &str = "models/demo/model.onnx";
 
-/// The bundled demo model, inside the binary: a copied or installed
-/// `slowfast` has its default without the checkout it was built in.
+/// The bundled demo model and its INT8 sibling, inside the binary: a copied
+/// or installed `slowfast` has its default without the checkout it was
+/// built in.
 const EMBEDDED_DEMO: &[u8] = include_bytes!("../../../../models/demo/model.onnx");
+const EMBEDDED_DEMO_INT8: &[u8] = include_bytes!("../../../../models/demo/model_int8.onnx");
 
 /// The default model, in this order: `models/demo/model.onnx` beside the
 /// executable, then in the data directory (`$XDG_DATA_HOME/slowfast`, else
 /// `~/.local/share/slowfast`), then the copy built into the binary, written
 /// once to the cache directory (`$XDG_CACHE_HOME/slowfast`, else
-/// `~/.cache/slowfast`) since the element reads models from files.
-fn default_model() -> anyhow::Result<PathBuf> {
+/// `~/.cache/slowfast`) since the element reads models from files. With
+/// `int8`, the INT8 sibling must be found beside it (or is unpacked too).
+fn default_model(int8: bool) -> anyhow::Result<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         candidates.push(dir.join(DEMO_MODEL));
@@ -234,23 +253,30 @@ fn default_model() -> anyhow::Result<PathBuf> {
     if let Some(data) = xdg_dir("XDG_DATA_HOME", ".local/share") {
         candidates.push(data.join(DEMO_MODEL));
     }
-    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+    if let Some(found) = candidates.iter().find(|p| p.is_file() && (!int8 || runtime::model_info::int8_sibling(p).is_file())) {
         return Ok(found.clone());
     }
     let cache = xdg_dir("XDG_CACHE_HOME", ".cache").context(
         "no --model given, and neither XDG_CACHE_HOME nor HOME is set to unpack the built-in demo model to: pass --model m.onnx",
     )?;
-    // The length in the name: a rebuilt binary with another model unpacks anew.
-    let path = cache.join(format!("demo-model-{}.onnx", EMBEDDED_DEMO.len()));
-    if std::fs::metadata(&path).map(|m| m.len() as usize == EMBEDDED_DEMO.len()).unwrap_or(false) {
-        return Ok(path);
+    // The lengths in the name: a rebuilt binary with another model unpacks anew.
+    let path = cache.join(format!("demo-model-{}-{}.onnx", EMBEDDED_DEMO.len(), EMBEDDED_DEMO_INT8.len()));
+    unpack(&cache, &path, EMBEDDED_DEMO)?;
+    unpack(&cache, &runtime::model_info::int8_sibling(&path), EMBEDDED_DEMO_INT8)?;
+    Ok(path)
+}
+
+/// Writes `bytes` to `path` unless a file of that length is there already.
+fn unpack(cache: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if std::fs::metadata(path).map(|m| m.len() as usize == bytes.len()).unwrap_or(false) {
+        return Ok(());
     }
-    std::fs::create_dir_all(&cache)
+    std::fs::create_dir_all(cache)
         .with_context(|| format!("{}: cannot create the cache folder for the built-in demo model", cache.display()))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, EMBEDDED_DEMO).with_context(|| format!("{}: cannot unpack the built-in demo model", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("{}: cannot unpack the built-in demo model", path.display()))?;
-    Ok(path)
+    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot unpack the built-in demo model", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot unpack the built-in demo model", path.display()))?;
+    Ok(())
 }
 
 /// `$VAR/slowfast`, else `$HOME/<fallback>/slowfast` (the XDG base directories).

@@ -28,6 +28,9 @@ pub struct Args {
     /// Our engines to time, comma-separated: cpu (ONNX Runtime), openvino.
     #[arg(long, default_value = "cpu,openvino", value_delimiter = ',', value_parser = parse_backend)]
     backends: Vec<Backend>,
+    /// An INT8 sibling of --model (`trainer export --int8`), timed on the same engines in the same run.
+    #[arg(long)]
+    int8: Option<PathBuf>,
     /// Batch sizes, comma-separated; each is timed on every engine.
     #[arg(long, default_value = "1", value_delimiter = ',')]
     batch: Vec<usize>,
@@ -149,15 +152,23 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         bail!("--pytorch needs --python (a Python with torch and pytorchvideo)");
     }
     let mut engines = Vec::new();
-    for &backend in &a.backends {
-        let opts = EngineOptions {
-            backend,
-            strict: true,
-            threads: Some(a.threads),
-            openvino: OpenVinoOptions { cache_dir: None },
-            ..EngineOptions::default()
-        };
-        engines.push((backend, Engine::load(&a.model, &opts)?));
+    let models: Vec<(&PathBuf, bool)> = std::iter::once((&a.model, false)).chain(a.int8.as_ref().map(|m| (m, true))).collect();
+    for (model, int8) in models {
+        for &backend in &a.backends {
+            let opts = EngineOptions {
+                backend,
+                strict: true,
+                threads: Some(a.threads),
+                openvino: OpenVinoOptions { cache_dir: None },
+                ..EngineOptions::default()
+            };
+            let engine = Engine::load(model, &opts).with_context(|| format!("{} on {backend:?}", model.display()))?;
+            if int8 && engine.info().quantization.is_none() {
+                bail!("--int8 {}: the model is not quantised (no slowfast.quantization)", model.display());
+            }
+            let name = format!("{}{}", engine_name(backend), if int8 { ", INT8" } else { "" });
+            engines.push((name, engine));
+        }
     }
     let Some((_, first)) = engines.first() else { bail!("--backends names no engine") };
     let info = first.info().clone();
@@ -226,8 +237,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
         }
         time_ours(a.iters - first_half, 0, &mut times)?;
-        for ((backend, _), ms) in engines.iter().zip(times) {
-            rows.push(summarise("clip_latency", engine_name(*backend), a.threads, batch, ms));
+        for ((name, _), ms) in engines.iter().zip(times) {
+            rows.push(summarise("clip_latency", name, a.threads, batch, ms));
         }
         rows.extend(python);
     }

@@ -128,8 +128,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if engines[0].info().num_classes != engines[1].info().num_classes {
         bail!("the models have {} and {} classes", engines[0].info().num_classes, engines[1].info().num_classes);
     }
-    let names: [String; 2] =
-        [0, 1].map(|i| format!("{} on {}", sides[i].0.display(), engines[i].provider()) + &quantized(&engines[i]));
+    let names: [String; 2] = [0, 1].map(|i| format!("{} on {}", sides[i].0.display(), engines[i].provider()) + &quantized(&engines[i]));
     let mut rows = Vec::new();
     let mut skipped = 0;
     for (video, label) in &inputs {
@@ -176,9 +175,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let n = rows.len() as f64;
     let labelled: Vec<&VideoRow> = rows.iter().filter(|r| r.label.is_some()).collect();
-    let accuracy = (!labelled.is_empty()).then(|| {
-        [0, 1].map(|s| labelled.iter().filter(|r| Some(r.top1[s]) == r.label).count() as f64 / labelled.len() as f64)
-    });
+    let accuracy = (!labelled.is_empty())
+        .then(|| [0, 1].map(|s| labelled.iter().filter(|r| Some(r.top1[s]) == r.label).count() as f64 / labelled.len() as f64));
     let summary = Summary {
         sides: names,
         videos: rows.len(),
