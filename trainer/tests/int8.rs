@@ -235,3 +235,22 @@ fn trainer_test_measures_an_exported_model_with_the_recipes_protocol() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("tiny_8x8.onnx") && err.contains("recipe's"), "{err}");
 }
+
+/// An fp32 model of our own export is a weights file too (BatchNorm
+/// unfolded): exporting from it gives the same file byte for byte, which
+/// is how the bundled demo model got its INT8 sibling. An INT8 file is
+/// refused: its weights are rounded.
+#[test]
+fn an_exported_model_gives_its_weights_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = weights(dir.path());
+    let (first, second, int8) = (dir.path().join("first.onnx"), dir.path().join("second.onnx"), dir.path().join("int8.onnx"));
+    assert!(export(&w, &["--out", first.to_str().unwrap()]).0);
+    let (ok, err) = export(&first, &["--out", second.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap(), "re-export differs");
+    let list = write_list(dir.path(), "calibration.txt", &videos()[..1]);
+    assert!(export(&first, &["--int8", "--calibration", list.to_str().unwrap(), "--out", int8.to_str().unwrap()]).0);
+    let (ok, err) = export(&int8, &["--out", dir.path().join("x.onnx").to_str().unwrap()]);
+    assert!(!ok && err.contains("int8.onnx") && err.contains("quantised"), "{err}");
+}
