@@ -9,6 +9,7 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    runtime::exit_quietly_on_closed_stdout();
     match cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -129,7 +129,15 @@ fn int8_model_runs_on_both_engines_close_to_fp32_and_is_deterministic() {
     let percentile = dir.path().join("percentile.onnx");
     let (ok, err) = export(
         &w,
-        &["--int8", "--calibration", list.to_str().unwrap(), "--calibration-method", "percentile:99.9", "--out", percentile.to_str().unwrap()],
+        &[
+            "--int8",
+            "--calibration",
+            list.to_str().unwrap(),
+            "--calibration-method",
+            "percentile:99.9",
+            "--out",
+            percentile.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{err}");
     let meta = runtime::onnx_meta::metadata_props(&std::fs::read(&percentile).unwrap()).unwrap();

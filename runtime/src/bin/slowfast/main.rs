@@ -109,6 +109,7 @@ fn report_engine(engine: &Engine) {
 }
 
 fn main() -> ExitCode {
+    runtime::exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify(a) => classify::run(a),
