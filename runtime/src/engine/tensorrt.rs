@@ -67,6 +67,14 @@ pub fn provider(info: &ModelInfo, device_id: i32, opts: &TensorRtOptions, dump_c
         .with_profile_min_shapes(profile(info, 1))
         .with_profile_opt_shapes(profile(info, 1))
         .with_profile_max_shapes(profile(info, batch));
+    if info.quantization.is_some() {
+        // A QDQ model (`trainer export --int8`) carries its own scales:
+        // TensorRT builds INT8 kernels from them once INT8 is allowed, and
+        // needs no calibration table. FP16 stays on for the layers the
+        // graph leaves in float. Not runnable here (no GPU): built and
+        // documented only.
+        ep = ep.with_int8(true);
+    }
     if let Some(dir) = &opts.cache_dir {
         ep = ep.with_engine_cache(true).with_timing_cache(true).with_timing_cache_path(dir.display());
         if dump_context {
