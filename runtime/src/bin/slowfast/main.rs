@@ -17,6 +17,7 @@ mod classify;
 mod compare;
 mod multi_stream;
 mod pipeline_bench;
+mod probe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

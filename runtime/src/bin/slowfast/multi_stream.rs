@@ -18,7 +18,18 @@ use gst::prelude::*;
 use runtime::schema::prediction as fields;
 use serde::Serialize;
 
-use super::pipeline_bench::{Args, instrument, launch, lock, pipeline_error, quantile};
+use super::probe::{instrument, launch, lock, pipeline_error, quantile};
+
+/// What to run: the stream counts, for how long, and the element of each
+/// stream (`slowfast name=NAME ...`).
+pub struct Streams<'a> {
+    pub counts: &'a [usize],
+    pub live_seconds: f64,
+    pub stride: u32,
+    /// Model and settings, for the table's header.
+    pub setup: String,
+    pub element: &'a dyn Fn(&str) -> String,
+}
 
 #[derive(Serialize)]
 pub struct StreamRun {
@@ -66,14 +77,14 @@ fn cpu_time() -> Duration {
 }
 
 /// One run with `n` live streams; returns the per-stream rows and the summary.
-pub fn run_streams(a: &Args, n: usize, window: usize) -> anyhow::Result<(Vec<StreamRun>, Summary)> {
+pub fn run_streams(a: &Streams<'_>, n: usize, window: usize) -> anyhow::Result<(Vec<StreamRun>, Summary)> {
     let branches: Vec<String> = (0..n)
         .map(|k| {
             format!(
                 "videotestsrc is-live=true pattern=ball horizontal-speed={} ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1 \
                  ! {} ! fakesink sync=true",
                 k + 1,
-                a.slowfast_named(&format!("dut{k}"), true)
+                (a.element)(&format!("dut{k}"))
             )
         })
         .collect();
@@ -177,9 +188,9 @@ pub fn run_streams(a: &Args, n: usize, window: usize) -> anyhow::Result<(Vec<Str
 }
 
 /// Runs every N of `--streams` and prints the table.
-pub fn run_all(a: &Args, window: usize) -> anyhow::Result<()> {
+pub fn run_all(a: &Streams<'_>, window: usize) -> anyhow::Result<()> {
     let mut summaries = Vec::new();
-    for &n in &a.streams {
+    for &n in a.counts {
         let (rows, summary) = run_streams(a, n, window)?;
         for r in &rows {
             println!("{}", serde_json::to_string(r)?);
@@ -189,14 +200,10 @@ pub fn run_all(a: &Args, window: usize) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{} live 720p30 stream(s) per run, {:.0} s each, model {} ({} backend, {} thread(s), stride {}, max-batch {}):",
-        a.streams.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("/"),
+        "{} live 720p30 stream(s) per run, {:.0} s each, {}:",
+        a.counts.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("/"),
         a.live_seconds,
-        a.model.display(),
-        a.backend,
-        a.threads,
-        a.stride,
-        a.max_batch
+        a.setup
     );
     println!("  streams  holds  clips/s  latency p50 / p99 ms  mean batch  skipped  frames short  CPU (cores)");
     for s in &summaries {

@@ -12,10 +12,8 @@
 //! 3. Many cameras (`--streams 1,2,4,8`, instead of 1 and 2): see
 //!    `multi_stream`.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -26,6 +24,7 @@ use runtime::ring::{ClipRing, RingConfig};
 use serde::Serialize;
 
 use super::multi_stream;
+use super::probe::{instrument, launch, lock, pipeline_error, quantile};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -105,54 +104,6 @@ struct LiveRun {
     latency_max_ms: f64,
 }
 
-/// Sink-pad arrival times waiting for their buffer at the src pad.
-#[derive(Default)]
-pub struct Probe {
-    arrivals: VecDeque<Instant>,
-    pub latencies_ms: Vec<f64>,
-    first_in: Option<Instant>,
-    last_out: Option<Instant>,
-    pub frames_in: u64,
-}
-
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Times every buffer from `dut`'s sink pad to its src pad. The element is
-/// in-place and keeps order, so arrivals pair up first in, first out.
-pub fn instrument(dut: &gst::Element) -> anyhow::Result<Arc<Mutex<Probe>>> {
-    let probe = Arc::new(Mutex::new(Probe::default()));
-    let (sink, src) = (dut.static_pad("sink").context("no sink pad")?, dut.static_pad("src").context("no src pad")?);
-    let p = probe.clone();
-    sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        let now = Instant::now();
-        let mut p = lock(&p);
-        p.first_in.get_or_insert(now);
-        p.arrivals.push_back(now);
-        p.frames_in += 1;
-        gst::PadProbeReturn::Ok
-    });
-    let p = probe.clone();
-    src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        let now = Instant::now();
-        let mut p = lock(&p);
-        if let Some(t) = p.arrivals.pop_front() {
-            p.latencies_ms.push((now - t).as_secs_f64() * 1e3);
-        }
-        p.last_out = Some(now);
-        gst::PadProbeReturn::Ok
-    });
-    Ok(probe)
-}
-
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     quantile(&v, 0.5)
@@ -177,22 +128,6 @@ fn play_to_eos(pipeline: &gst::Pipeline, limit: Duration) -> anyhow::Result<()> 
     };
     let _ = pipeline.set_state(gst::State::Null);
     result
-}
-
-pub fn pipeline_error(bus: &gst::Bus, default: &str) -> anyhow::Error {
-    while let Some(msg) = bus.pop() {
-        if let gst::MessageView::Error(e) = msg.view() {
-            return anyhow::anyhow!("{}: {}", msg.src().map(|s| s.name()).unwrap_or_default(), e.error());
-        }
-    }
-    anyhow::anyhow!("{default}")
-}
-
-pub fn launch(description: &str) -> anyhow::Result<gst::Pipeline> {
-    gst::parse::launch(description)
-        .with_context(|| format!("cannot build `{description}`"))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("`{description}` is not a pipeline"))
 }
 
 fn make_1080p(path: &std::path::Path, frames: u32) -> anyhow::Result<()> {
@@ -329,7 +264,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if a.streams.contains(&0) || a.live_seconds <= 0.0 {
             bail!("--streams must be at least 1 each, with --live-seconds above 0");
         }
-        multi_stream::run_all(&a, window)?;
+        let spec = multi_stream::Streams {
+            counts: &a.streams,
+            live_seconds: a.live_seconds,
+            stride: a.stride,
+            setup: format!(
+                "model {} ({} backend, {} thread(s), stride {}, max-batch {})",
+                a.model.display(),
+                a.backend,
+                a.threads,
+                a.stride,
+                a.max_batch
+            ),
+            element: &|name: &str| a.slowfast_named(name, true),
+        };
+        multi_stream::run_all(&spec, window)?;
         return Ok(ExitCode::SUCCESS);
     }
 
