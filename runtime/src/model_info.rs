@@ -192,6 +192,21 @@ pub fn int8_sibling(model: &Path) -> PathBuf {
     model.with_file_name(format!("{stem}_int8.onnx"))
 }
 
+/// The INT8 sibling of `model` when it exists, else why not and how to
+/// write it.
+pub fn find_int8_sibling(model: &Path) -> Result<PathBuf, String> {
+    let sibling = int8_sibling(model);
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    Err(format!(
+        "{} has no INT8 sibling {} (write it with `trainer export ... --int8 --calibration LIST --out {}`)",
+        model.display(),
+        sibling.display(),
+        sibling.display()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -585,19 +585,8 @@ impl SlowFast {
             return Err(gst::error_msg!(gst::ResourceError::NotFound, ["model {}: no such file", model.display()]));
         }
         let model = if settings.int8 {
-            let sibling = runtime::model_info::int8_sibling(&model);
-            if !sibling.is_file() {
-                return Err(gst::error_msg!(
-                    gst::ResourceError::NotFound,
-                    [
-                        "int8=true: {} has no INT8 sibling {} (write it with `trainer export ... --int8 --calibration LIST --out {}`)",
-                        model.display(),
-                        sibling.display(),
-                        sibling.display()
-                    ]
-                ));
-            }
-            sibling
+            runtime::model_info::find_int8_sibling(&model)
+                .map_err(|why| gst::error_msg!(gst::ResourceError::NotFound, ["int8=true: {why}"]))?
         } else {
             model
         };

@@ -55,8 +55,6 @@ pub use supervisor::{Event, Finish, Summary, run};
 #[derive(Debug, Clone)]
 pub struct ElementSettings {
     pub model: PathBuf,
-    /// The element's `int8`: run the model's INT8 sibling.
-    pub int8: bool,
     pub labels: Option<PathBuf>,
     /// Nick of the element's `backend` enum: auto, tensorrt, cuda, cpu, openvino.
     pub backend: String,

@@ -91,12 +91,11 @@ fn configure(el: &gst::Element, s: &ElementSettings) -> Result<(), AnnotateError
     // Every property annotate sets or reads (the summary reads the two
     // counters), so an older plugin is refused up front instead of making
     // `property()` panic at the end.
-    let names = ["model", "int8", "labels", "backend", "strict", "fp16", "threads", "engine-cache-dir", "stride", "top-k", "draw", "block"];
+    let names = ["model", "labels", "backend", "strict", "fp16", "threads", "engine-cache-dir", "stride", "top-k", "draw", "block"];
     for name in names.into_iter().chain(["predictions", "skipped"]) {
         check(name)?;
     }
     el.set_property("model", s.model.display().to_string());
-    el.set_property("int8", s.int8);
     if let Some(labels) = &s.labels {
         el.set_property("labels", labels.display().to_string());
     }

@@ -252,22 +252,22 @@ impl Engine {
             return Err(fail(format!("clips of one batch differ in shape: {:?} and {:?}", first.fast_shape(), c.fast_shape())));
         }
         let n = clips.len();
-        let (mut slow_shape, mut fast_shape) = (first.slow_shape(), first.fast_shape());
-        slow_shape[0] = n;
-        fast_shape[0] = n;
-        // A single clip is passed without copying.
-        let (slow, fast): (std::borrow::Cow<[f32]>, std::borrow::Cow<[f32]>) = if n == 1 {
-            (first.slow.as_slice().into(), first.fast.as_slice().into())
-        } else {
-            (
-                clips.iter().flat_map(|c| c.slow.iter().copied()).collect::<Vec<_>>().into(),
-                clips.iter().flat_map(|c| c.fast.iter().copied()).collect::<Vec<_>>().into(),
-            )
-        };
         let output_name = self.info.output.tensor_name();
         let (num_classes, kind) = (self.info.num_classes, self.info.output);
         let (shape, data) = match &mut self.session {
             Session::Ort(session) => {
+                let (mut slow_shape, mut fast_shape) = (first.slow_shape(), first.fast_shape());
+                slow_shape[0] = n;
+                fast_shape[0] = n;
+                // A single clip is passed without copying.
+                let (slow, fast): (std::borrow::Cow<[f32]>, std::borrow::Cow<[f32]>) = if n == 1 {
+                    (first.slow.as_slice().into(), first.fast.as_slice().into())
+                } else {
+                    (
+                        clips.iter().flat_map(|c| c.slow.iter().copied()).collect::<Vec<_>>().into(),
+                        clips.iter().flat_map(|c| c.fast.iter().copied()).collect::<Vec<_>>().into(),
+                    )
+                };
                 let slow = TensorRef::from_array_view((slow_shape, &*slow)).map_err(|e| fail(format!("input `slow`: {e}")))?;
                 let fast = TensorRef::from_array_view((fast_shape, &*fast)).map_err(|e| fail(format!("input `fast`: {e}")))?;
                 let outputs = session.run(ort::inputs![tensors::SLOW => slow, tensors::FAST => fast]).map_err(|e| fail(e.to_string()))?;
@@ -277,8 +277,18 @@ impl Engine {
                 let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| fail(format!("output `{output_name}`: {e}")))?;
                 (shape.iter().map(|&d| d.max(0) as usize).collect::<Vec<_>>(), data.to_vec())
             }
+            // Clip by clip, straight from each clip's own buffers (see
+            // `openvino::Session::run` for why a batch is not one run).
             Session::OpenVino(session) => {
-                session.run([(tensors::SLOW, &slow_shape, &slow), (tensors::FAST, &fast_shape, &fast)], output_name).map_err(fail)?
+                let mut data = Vec::with_capacity(n * num_classes);
+                for clip in clips {
+                    let (shape, values) = session.run(clip, output_name).map_err(&fail)?;
+                    if shape != [1, num_classes] {
+                        return Err(fail(format!("output `{output_name}` has shape {shape:?} for one clip, expected [1, {num_classes}]")));
+                    }
+                    data.extend(values);
+                }
+                (vec![n, num_classes], data)
             }
         };
         if shape != [n, num_classes] {

@@ -8,13 +8,14 @@
 //!
 //! The network is compiled for the exact shape of one clip: a static shape
 //! lets the CPU plugin pick its fastest convolution kernels, which a
-//! dynamic batch dimension does not, and batches run clip by clip (see
-//! [`Session::run`]). A clip of another geometry (a model exported with
+//! dynamic batch dimension does not, and the engine runs batches clip by
+//! clip (see [`Session::run`]). A clip of another geometry (a model exported with
 //! dynamic spatial size) is compiled for when first seen. With a cache
 //! directory OpenVINO stores each compiled blob keyed by the model and
 //! shape, so a restart imports it instead of compiling again.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -24,6 +25,7 @@ use openvino::{CompiledModel, Core, DeviceType, ElementType, InferRequest, Model
 use super::EngineError;
 use super::library::OPENVINO;
 use crate::model_info::ModelInfo;
+use crate::preprocess::Clip;
 use crate::schema::tensors;
 
 /// Where to look for OpenVINO and how to install it.
@@ -72,11 +74,10 @@ pub fn load_library() -> Result<PathBuf, EngineError> {
 pub struct Session {
     core: Core,
     model: Model,
-    path: PathBuf,
     inputs: Vec<String>,
     outputs: Vec<String>,
     /// Compiled networks by (slow, fast) input shape, batch 1.
-    compiled: HashMap<(Vec<usize>, Vec<usize>), Compiled>,
+    compiled: HashMap<([usize; 5], [usize; 5]), Compiled>,
 }
 
 struct Compiled {
@@ -128,11 +129,10 @@ impl Session {
             .map_err(|e| model_err(format!("input names: {e}")))?;
         let outputs = names(ov_model.get_outputs_len().unwrap_or(0), |i| ov_model.get_output_by_index(i)?.get_name())
             .map_err(|e| model_err(format!("output names: {e}")))?;
-        let mut session = Session { core, model: ov_model, path: model.into(), inputs, outputs, compiled: HashMap::new() };
+        let mut session = Session { core, model: ov_model, inputs, outputs, compiled: HashMap::new() };
         let (side, slow, fast) = (info.crop_size, info.slow_frames, info.fast_frames);
-        let (slow_shape, fast_shape) = ([1, 3, slow, side, side], [1, 3, fast, side, side]);
         if session.inputs.iter().any(|i| i == tensors::SLOW) && session.inputs.iter().any(|i| i == tensors::FAST) {
-            session.prepare([(tensors::SLOW, &slow_shape), (tensors::FAST, &fast_shape)]).map_err(model_err)?;
+            session.compiled([1, 3, slow, side, side], [1, 3, fast, side, side]).map_err(model_err)?;
         }
         Ok(session)
     }
@@ -145,69 +145,39 @@ impl Session {
         &self.outputs
     }
 
-    /// Compiles the network for these input shapes unless done already.
-    /// Errors are strings; the caller names the model.
-    pub fn prepare(&mut self, inputs: [(&str, &[usize]); 2]) -> Result<(), String> {
-        let key = (inputs[0].1.to_vec(), inputs[1].1.to_vec());
-        if self.compiled.contains_key(&key) {
-            return Ok(());
-        }
-        let mut shapes = Vec::with_capacity(2);
-        for (name, shape) in inputs {
-            let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-            let partial = PartialShape::new_static(dims.len() as i64, &dims).map_err(|e| format!("input `{name}` {shape:?}: {e}"))?;
-            shapes.push((name, partial));
-        }
-        let by_name: Vec<(&str, &PartialShape)> = shapes.iter().map(|(n, s)| (*n, s)).collect();
-        self.model.reshape(&by_name).map_err(|e| format!("the model does not take inputs {:?} and {:?}: {e}", key.0, key.1))?;
-        let mut network = self.core.compile_model(&self.model, DeviceType::CPU).map_err(|e| format!("compiling for the CPU: {e}"))?;
-        let request = network.create_infer_request().map_err(|e| format!("infer request: {e}"))?;
-        self.compiled.insert(key, Compiled { _network: network, request });
-        Ok(())
-    }
-
-    /// Runs the network on two fp32 inputs and returns the named output's
-    /// shape and values.
-    ///
-    /// A batch runs as one inference per clip on the network compiled for
-    /// one clip. On the CPU plugin a real batch is no faster per clip (R50
-    /// 8x8 at 224, 2 threads: 365 ms a clip alone, 402 in a batch of 4, 412
-    /// in a batch of 8), and each new batch size would stop the stream for
-    /// a compilation (seconds for R50) the first time it occurs.
-    pub fn run(&mut self, inputs: [(&str, &[usize], &[f32]); 2], output: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
-        let n = inputs[0].1.first().copied().unwrap_or(0);
-        if n <= 1 || inputs[1].1.first() != Some(&n) {
-            return self.run_one(inputs, output);
-        }
-        let one = |shape: &[usize]| -> Vec<usize> { std::iter::once(1).chain(shape[1..].iter().copied()).collect() };
-        let (slow_shape, fast_shape) = (one(inputs[0].1), one(inputs[1].1));
-        let (slow_len, fast_len) = (inputs[0].2.len() / n, inputs[1].2.len() / n);
-        if slow_len * n != inputs[0].2.len() || fast_len * n != inputs[1].2.len() {
-            return Err(format!("inputs of {} and {} values do not split into {n} clips", inputs[0].2.len(), inputs[1].2.len()));
-        }
-        let (mut shape, mut values) = (Vec::new(), Vec::new());
-        for k in 0..n {
-            let slow = &inputs[0].2[k * slow_len..(k + 1) * slow_len];
-            let fast = &inputs[1].2[k * fast_len..(k + 1) * fast_len];
-            let (s, v) = self.run_one([(inputs[0].0, &slow_shape, slow), (inputs[1].0, &fast_shape, fast)], output)?;
-            if s.first() != Some(&1) {
-                return Err(format!("output `{output}` of one clip has shape {s:?}"));
+    /// The network compiled for these input shapes, compiling it the
+    /// first time. Errors are strings; the caller names the model.
+    fn compiled(&mut self, slow: [usize; 5], fast: [usize; 5]) -> Result<&mut Compiled, String> {
+        let (core, model) = (&mut self.core, &mut self.model);
+        match self.compiled.entry((slow, fast)) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let mut shapes = Vec::with_capacity(2);
+                for (name, shape) in [(tensors::SLOW, slow), (tensors::FAST, fast)] {
+                    let dims = shape.map(|d| d as i64);
+                    let partial = PartialShape::new_static(5, &dims).map_err(|e| format!("input `{name}` {shape:?}: {e}"))?;
+                    shapes.push((name, partial));
+                }
+                let by_name: Vec<(&str, &PartialShape)> = shapes.iter().map(|(n, s)| (*n, s)).collect();
+                model.reshape(&by_name).map_err(|e| format!("the model does not take inputs {slow:?} and {fast:?}: {e}"))?;
+                let mut network = core.compile_model(model, DeviceType::CPU).map_err(|e| format!("compiling for the CPU: {e}"))?;
+                let request = network.create_infer_request().map_err(|e| format!("infer request: {e}"))?;
+                Ok(e.insert(Compiled { _network: network, request }))
             }
-            shape = s;
-            values.extend(v);
         }
-        shape[0] = n;
-        Ok((shape, values))
     }
 
-    fn run_one(&mut self, inputs: [(&str, &[usize], &[f32]); 2], output: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
-        self.prepare([(inputs[0].0, inputs[0].1), (inputs[1].0, inputs[1].1)])?;
-        let key = (inputs[0].1.to_vec(), inputs[1].1.to_vec());
-        let Some(compiled) = self.compiled.get_mut(&key) else {
-            return Err("the network was not compiled".into());
-        };
-        let request = &mut compiled.request;
-        for (name, _, data) in inputs {
+    /// Runs the network on one clip and returns the named output's shape
+    /// and values.
+    ///
+    /// The engine runs a batch clip by clip through this, on the network
+    /// compiled for one clip: on the CPU plugin a real batch is no faster
+    /// per clip (R50 8x8 at 224, 2 threads: 365 ms a clip alone, 402 in a
+    /// batch of 4, 412 in a batch of 8), and each new batch size would stop
+    /// the stream for a compilation (seconds for R50) the first time.
+    pub fn run(&mut self, clip: &Clip, output: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let request = &mut self.compiled(clip.slow_shape(), clip.fast_shape())?.request;
+        for (name, data) in [(tensors::SLOW, &clip.slow), (tensors::FAST, &clip.fast)] {
             let mut tensor = request.get_tensor(name).map_err(|e| format!("input `{name}`: {e}"))?;
             write_f32(&mut tensor, data).map_err(|e| format!("input `{name}`: {e}"))?;
         }
@@ -217,10 +187,6 @@ impl Session {
         let shape: Vec<usize> = shape.get_dimensions().iter().map(|&d| d.max(0) as usize).collect();
         let values = read_f32(&tensor).map_err(|e| format!("output `{output}`: {e}"))?;
         Ok((shape, values))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

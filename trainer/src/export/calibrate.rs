@@ -175,7 +175,11 @@ struct Stats {
 impl Stats {
     fn record(&mut self, node: &str, x: &Tensor) {
         let (lo, hi) = match self.method {
-            Method::MinMax => (x.min().double_value(&[]), x.max().double_value(&[])),
+            Method::MinMax => {
+                // One pass over the activation, not two.
+                let (lo, hi) = x.aminmax(None::<i64>, false);
+                (lo.double_value(&[]), hi.double_value(&[]))
+            }
             Method::Percentile(p) => {
                 let flat = x.flatten(0, -1).to_kind(Kind::Float);
                 let n = flat.size()[0];

@@ -94,14 +94,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         Some(m) => bail!("model {}: no such file", m.display()),
         None => default_model(a.int8)?,
     };
-    if a.int8 && !runtime::model_info::int8_sibling(&model).is_file() {
-        bail!(
-            "--int8: {} has no INT8 sibling {} (write it with `trainer export ... --int8 --calibration LIST --out {}`)",
-            model.display(),
-            runtime::model_info::int8_sibling(&model).display(),
-            runtime::model_info::int8_sibling(&model).display()
-        );
-    }
+    let model =
+        if a.int8 { runtime::model_info::find_int8_sibling(&model).map_err(|why| anyhow::anyhow!("--int8: {why}"))? } else { model };
     // INT8 kernels for 3D convolutions are OpenVINO's; ONNX Runtime's CPU
     // provider runs the QDQ graph slower than fp32 (BENCHMARKS.md).
     let backend = a.backend.clone().unwrap_or_else(|| if a.int8 { "openvino" } else { "cpu" }.to_string());
@@ -117,7 +111,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         serve: a.serve.clone(),
         element: ElementSettings {
             model,
-            int8: a.int8,
             labels: a.labels.clone(),
             backend,
             strict: a.strict,

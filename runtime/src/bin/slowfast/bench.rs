@@ -57,7 +57,7 @@ fn parse_backend(s: &str) -> Result<Backend, String> {
     }
 }
 
-#[derive(Serialize, serde::Deserialize, Clone)]
+#[derive(Serialize, Clone)]
 struct Timing {
     bench: String,
     implementation: String,
@@ -67,12 +67,7 @@ struct Timing {
     max_ms: f64,
     iters: usize,
     threads: usize,
-    #[serde(default = "one")]
     batch: usize,
-}
-
-fn one() -> usize {
-    1
 }
 
 fn summarise(bench: &str, implementation: &str, threads: usize, batch: usize, mut ms: Vec<f64>) -> Timing {

@@ -18,7 +18,7 @@ use gst::prelude::*;
 use runtime::schema::prediction as fields;
 use serde::Serialize;
 
-use super::probe::{instrument, launch, lock, pipeline_error, quantile};
+use super::probe::{drain_to_eos, instrument, launch, lock, pipeline_error, predictions_due, quantile};
 
 /// What to run: the stream counts, for how long, and the element of each
 /// stream (`slowfast name=NAME ...`).
@@ -100,42 +100,29 @@ pub fn run_streams(a: &Streams<'_>, n: usize, window: usize) -> anyhow::Result<(
     let run_for = Duration::from_secs_f64(a.live_seconds);
     // Latency (ms) and batch of each prediction, by element name.
     let mut reported: HashMap<String, Vec<(f64, u32)>> = HashMap::new();
-    let mut take = |msg: &gst::Message| -> anyhow::Result<bool> {
-        match msg.view() {
-            gst::MessageView::Element(e) => {
-                if let (Some(s), Some(src)) = (e.structure(), msg.src())
-                    && s.name() == fields::NAME
-                {
-                    let latency = s.get::<u64>(fields::LATENCY).unwrap_or(0) as f64 / 1e6;
-                    let batch = s.get::<u32>(fields::BATCH).unwrap_or(1);
-                    reported.entry(src.name().to_string()).or_default().push((latency, batch));
-                }
-                Ok(false)
-            }
-            gst::MessageView::Eos(_) => Ok(true),
-            gst::MessageView::Error(e) => bail!("{} streams: {}: {}", n, msg.src().map(|s| s.name()).unwrap_or_default(), e.error()),
-            _ => Ok(false),
+    let mut record = |msg: &gst::Message| {
+        if let gst::MessageView::Element(e) = msg.view()
+            && let (Some(s), Some(src)) = (e.structure(), msg.src())
+            && s.name() == fields::NAME
+        {
+            let latency = s.get::<u64>(fields::LATENCY).unwrap_or(0) as f64 / 1e6;
+            let batch = s.get::<u32>(fields::BATCH).unwrap_or(1);
+            reported.entry(src.name().to_string()).or_default().push((latency, batch));
         }
     };
     while started.elapsed() < run_for {
-        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
-            take(&msg)?;
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else { continue };
+        if let gst::MessageView::Error(e) = msg.view() {
+            let _ = p.set_state(gst::State::Null);
+            bail!("{n} streams: {}: {}", msg.src().map(|s| s.name()).unwrap_or_default(), e.error());
         }
+        record(&msg);
     }
     let (seconds, cpu) = (started.elapsed().as_secs_f64(), (cpu_time() - cpu_start).as_secs_f64());
-    // EOS drains the clips still in inference, so every due prediction counts.
-    p.send_event(gst::event::Eos::new());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if Instant::now() > deadline {
-            let _ = p.set_state(gst::State::Null);
-            bail!("{n} streams: no EOS within 120 s");
-        }
-        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100))
-            && take(&msg)?
-        {
-            break;
-        }
+    let drained = drain_to_eos(&p, Duration::from_secs(120), &mut record).with_context(|| format!("{n} streams"));
+    if let Err(e) = drained {
+        let _ = p.set_state(gst::State::Null);
+        return Err(e);
     }
     let mut rows = Vec::new();
     for (k, (probe, dut)) in probes.iter().enumerate() {
@@ -143,8 +130,7 @@ pub fn run_streams(a: &Streams<'_>, n: usize, window: usize) -> anyhow::Result<(
         let (predictions, skipped) = (dut.property::<u64>("predictions"), dut.property::<u64>("skipped"));
         let pr = lock(probe);
         let (frames_in, frames_out) = (pr.frames_in, pr.latencies_ms.len() as u64);
-        let stride = u64::from(a.stride);
-        let due = if frames_in >= window as u64 { 1 + (frames_in - window as u64) / stride } else { 0 };
+        let due = predictions_due(frames_in, window, a.stride);
         let mut lat: Vec<f64> = reported.get(&name).map(|v| v.iter().map(|&(l, _)| l).collect()).unwrap_or_default();
         lat.sort_by(f64::total_cmp);
         let batches: Vec<u32> = reported.get(&name).map(|v| v.iter().map(|&(_, b)| b).collect()).unwrap_or_default();

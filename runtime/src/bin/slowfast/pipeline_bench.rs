@@ -24,7 +24,7 @@ use runtime::ring::{ClipRing, RingConfig};
 use serde::Serialize;
 
 use super::multi_stream;
-use super::probe::{instrument, launch, lock, pipeline_error, quantile};
+use super::probe::{drain_to_eos, instrument, launch, lock, pipeline_error, predictions_due, quantile};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -206,22 +206,7 @@ fn live_run(a: &Args, window: usize) -> anyhow::Result<LiveRun> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    // EOS drains the clips still in inference, so every due prediction counts.
-    p.send_event(gst::event::Eos::new());
-    let eos_deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
-            if Instant::now() > eos_deadline {
-                bail!("live run: no EOS within 60 s");
-            }
-            continue;
-        };
-        match msg.view() {
-            gst::MessageView::Eos(_) => break,
-            gst::MessageView::Error(e) => bail!("live run: {}", e.error()),
-            _ => {}
-        }
-    }
+    drain_to_eos(&p, Duration::from_secs(60), |_| {}).context("live run")?;
     let (predictions, skipped) = (dut.property::<u64>("predictions"), dut.property::<u64>("skipped"));
     let _ = p.set_state(gst::State::Null);
     let pr = lock(&probe);
@@ -229,8 +214,7 @@ fn live_run(a: &Args, window: usize) -> anyhow::Result<LiveRun> {
     lat.sort_by(f64::total_cmp);
     let frames_in = pr.frames_in;
     let frames_out = lat.len() as u64;
-    let stride = u64::from(a.stride);
-    let due = if frames_in >= window as u64 { 1 + (frames_in - window as u64) / stride } else { 0 };
+    let due = predictions_due(frames_in, window, a.stride);
     Ok(LiveRun {
         bench: "live_720p30",
         seconds,

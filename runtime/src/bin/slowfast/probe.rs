@@ -3,9 +3,9 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use gst::prelude::*;
 
 /// Sink-pad arrival times waiting for their buffer at the src pad.
@@ -70,4 +70,29 @@ pub fn launch(description: &str) -> anyhow::Result<gst::Pipeline> {
         .with_context(|| format!("cannot build `{description}`"))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow::anyhow!("`{description}` is not a pipeline"))
+}
+
+/// Sends EOS, which makes each `slowfast` element finish the clips still
+/// in inference (so every due prediction counts), and waits within `limit`
+/// for it to reach the bus. Other messages go to `seen`; an error fails.
+pub fn drain_to_eos(p: &gst::Pipeline, limit: Duration, mut seen: impl FnMut(&gst::Message)) -> anyhow::Result<()> {
+    let bus = p.bus().context("pipeline without a bus")?;
+    p.send_event(gst::event::Eos::new());
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else { continue };
+        match msg.view() {
+            gst::MessageView::Eos(_) => return Ok(()),
+            gst::MessageView::Error(e) => bail!("{}: {}", msg.src().map(|s| s.name()).unwrap_or_default(), e.error()),
+            _ => seen(&msg),
+        }
+    }
+    bail!("no EOS within {limit:?}")
+}
+
+/// Predictions due for `frames` frames: the first when a window of
+/// `window` frames is full, then one every `stride` frames.
+pub fn predictions_due(frames: u64, window: usize, stride: u32) -> u64 {
+    let window = window as u64;
+    if frames >= window { 1 + (frames - window) / u64::from(stride.max(1)) } else { 0 }
 }
